@@ -1,0 +1,172 @@
+/**
+ * The one typed contract with the native addon, and the loader that finds it. No other module
+ * requires the .node file.
+ *
+ * Search order (first that loads wins; every attempt is recorded for `facecuda info`):
+ *  1. FACECUDA_ADDON: an explicit file; when set, nothing else is tried.
+ *  2. build/Release/facecuda.node (a local build) and prebuilds/linux-x64/facecuda.glibc.node:
+ *     when both exist, the newer file is tried first.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { FacecudaError } from './errors';
+
+/* eslint-disable @typescript-eslint/no-namespace */
+export declare namespace Binding {
+  type DTypeName = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
+  type NativeArray = Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+
+  interface NativeTensor {
+    readonly shape: number[];
+    readonly dtype: DTypeName;
+    readonly device: string;
+    readonly disposed: boolean;
+    dispose(): void;
+    toArray(): Promise<NativeArray>;
+    to(device: string): Promise<NativeTensor>;
+    reshape(shape: number[]): NativeTensor;
+  }
+
+  interface CpuInfo {
+    model: string;
+    logicalCores: number;
+    threads: number;
+    simd: 'avx512' | 'avx2' | 'portable';
+    features: string[];
+    gemmKernel: string;
+    gemmKernelBf16: string;
+  }
+
+  interface BuildInfo {
+    cuda: boolean;
+    tool: string;
+    napiVersion: number;
+    compiler: string;
+  }
+
+  interface CudaDevice {
+    index: number;
+    name: string;
+    totalMemory: number;
+    freeMemory: number;
+    computeCapability: string;
+    multiprocessors: number;
+    pciBusId: string;
+  }
+
+  interface CudaStatus {
+    compiled: boolean;
+    available: boolean;
+    reason: string;
+    runtimeVersion: number;
+    driverVersion: number;
+    compiledArchs: string;
+    devices: CudaDevice[];
+  }
+
+  interface LibraryInfo {
+    name: string;
+    found: boolean;
+    path: string;
+    version: string;
+    error: string;
+    tried: string[];
+  }
+
+  interface MemoryStats {
+    allocated: number;
+    reserved: number;
+    peakAllocated: number;
+    limit: number;
+    numAllocs: number;
+    numDriverAllocs: number;
+  }
+
+  interface Addon {
+    init(errorClass: typeof FacecudaError): void;
+    tensorFromData(data: NativeArray, shape: number[], dtype: DTypeName, device: string): NativeTensor;
+    tensorZeros(shape: number[], dtype: DTypeName, device: string): NativeTensor;
+    gemm(a: NativeTensor, b: NativeTensor, c: NativeTensor | null, transA: boolean, transB: boolean, alpha: number,
+      beta: number, precision: 'fp32' | 'tf32' | 'bf16', threads: number): Promise<NativeTensor>;
+    info(): { cpu: CpuInfo; build: BuildInfo };
+    cudaStatus(): CudaStatus;
+    cudaLibraries(): Promise<LibraryInfo[]>;
+    fmaPeak(threads: number, seconds: number): Promise<number>;
+    memoryStats(device: string): MemoryStats;
+    setMemoryLimit(device: string, bytes: number): void;
+    resetPeakMemory(device: string): void;
+    emptyCache(device: string): Promise<number>;
+    synchronize(device: string): Promise<void>;
+  }
+}
+
+/** How the addon was found: the file, the rule that chose it, and every attempt. */
+export interface AddonLoadInfo {
+  path: string;
+  how: string;
+  tried: { path: string; error?: string }[];
+}
+
+export const packageRoot = path.resolve(__dirname, '..');
+
+let loaded: { addon: Binding.Addon; info: AddonLoadInfo } | undefined;
+
+function candidates(): { path: string; how: string }[] {
+  const explicit = process.env.FACECUDA_ADDON;
+  if (explicit) return [{ path: path.resolve(explicit), how: 'FACECUDA_ADDON environment variable' }];
+  const local = path.join(packageRoot, 'build', 'Release', 'facecuda.node');
+  const prebuilt = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'facecuda.glibc.node');
+  const mtime = (p: string): number => {
+    try {
+      return fs.statSync(p).mtimeMs;
+    } catch {
+      return -1;
+    }
+  };
+  const l = mtime(local);
+  const p = mtime(prebuilt);
+  if (l >= 0 && p >= 0) {
+    return l >= p
+      ? [{ path: local, how: 'local build (newer than the prebuild)' }, { path: prebuilt, how: 'prebuild (local build failed to load)' }]
+      : [{ path: prebuilt, how: 'prebuild (newer than the local build)' }, { path: local, how: 'local build (prebuild failed to load)' }];
+  }
+  return [
+    { path: local, how: 'local build' },
+    { path: prebuilt, how: 'prebuild' },
+  ];
+}
+
+/** Loads the addon once and hands it the FacecudaError class. Throws ADDON_LOAD_FAILED with every attempt. */
+export function addon(): Binding.Addon {
+  if (loaded) return loaded.addon;
+  const tried: { path: string; error?: string }[] = [];
+  for (const c of candidates()) {
+    if (!fs.existsSync(c.path)) {
+      tried.push({ path: c.path, error: 'not found' });
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const mod = require(c.path) as Binding.Addon;
+      mod.init(FacecudaError);
+      tried.push({ path: c.path });
+      loaded = { addon: mod, info: { path: c.path, how: c.how, tried } };
+      return mod;
+    } catch (e) {
+      tried.push({ path: c.path, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  const lines = tried.map((t) => `  ${t.path}: ${t.error}`).join('\n');
+  throw new FacecudaError(
+    'ADDON_LOAD_FAILED',
+    `facecuda could not load its native addon for ${process.platform}-${process.arch} (Node-API ${process.versions.napi}). Tried:\n${lines}\n` +
+      'Build it with `npm run build` (needs CMake or node-gyp and a C++ compiler), or set FACECUDA_ADDON to a facecuda.node file.',
+  );
+}
+
+/** Where the addon came from (loads it if needed). */
+export function addonLoadInfo(): AddonLoadInfo {
+  addon();
+  return loaded!.info;
+}

@@ -1,0 +1,16 @@
+/**
+ * facecuda: face recognition for Node.js with a native C++/CUDA core.
+ *
+ * @example
+ * import { Tensor, gemm, system } from 'facecuda';
+ * const a = Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]);
+ * const c = await gemm(a, a);
+ * console.log(await c.toArray(), (await system.info()).cuda.reason);
+ */
+export { FacecudaError, FacecudaTypeError, FacecudaRangeError, ErrorCode } from './errors';
+export { Tensor, TensorData, TensorOptions, DType, DTYPES, MAX_RANK, toBfloat16, toFloat16 } from './tensor';
+export { resolveDevice, cudaAvailable, cudaStatus, autoDeviceReason, DeviceSpec, DeviceName } from './device';
+export { gemm, GemmOptions, Precision } from './ops';
+import * as system from './system';
+export { system };
+export { version } from './system';

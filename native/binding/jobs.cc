@@ -1,0 +1,71 @@
+// @file jobs.cc
+// @brief Promise-returning jobs on the device queues, completed through one thread-safe function.
+#include <atomic>
+
+#include "addon.h"
+
+namespace fcb {
+
+EnvData* env_data(Napi::Env env) {
+  EnvData* d = env.GetInstanceData<EnvData>();
+  if (d) return d;
+  d = new EnvData();
+  d->tsfn = Tsfn::New(env, "facecuda", 0, 1);
+  d->tsfn.Unref(env);  // no pending jobs: do not keep the process alive
+  env.SetInstanceData<EnvData>(d);
+  env.AddCleanupHook([d]() { d->tsfn.Abort(); });
+  return d;
+}
+
+void call_js(Napi::Env env, Napi::Function, void*, Job* job) {
+  std::unique_ptr<Job> owned(job);
+  if (env == nullptr) {  // the env is going away: its handles are gone, so leak rather than free
+    owned.release();
+    return;
+  }
+  EnvData* d = env.GetInstanceData<EnvData>();
+  if (d && d->pending > 0 && --d->pending == 0) d->tsfn.Unref(env);
+  Napi::HandleScope scope(env);
+  if (owned->error) {
+    owned->deferred.Reject(make_error(env, owned->error));
+    return;
+  }
+  try {
+    Napi::Value v = owned->build ? owned->build(env) : env.Undefined();
+    owned->deferred.Resolve(v);
+  } catch (const Napi::Error& e) {
+    owned->deferred.Reject(e.Value());
+  } catch (...) {
+    owned->deferred.Reject(make_error(env, std::current_exception()));
+  }
+}
+
+Napi::Promise schedule(Napi::Env env, const fc::Device& device, std::unique_ptr<Job> job) {
+  EnvData* d = env_data(env);
+  Napi::Promise promise = job->deferred.Promise();
+  if (d->pending++ == 0) d->tsfn.Ref(env);
+  Job* raw = job.release();
+  Tsfn tsfn = d->tsfn;
+  auto work = std::move(raw->work);
+  try {
+    fc::queue_for(device).submit(std::move(work), [raw, tsfn](std::exception_ptr e) mutable {
+      raw->error = e;
+      // On failure the env is closing: the job's JS handles cannot be freed off-thread, so it leaks.
+      tsfn.NonBlockingCall(raw);
+    });
+  } catch (...) {
+    if (--d->pending == 0) d->tsfn.Unref(env);
+    raw->deferred.Reject(make_error(env, std::current_exception()));
+    delete raw;
+  }
+  return promise;
+}
+
+void post(const fc::Device& device, std::function<void()> task) {
+  try {
+    fc::queue_for(device).submit(std::move(task), nullptr);
+  } catch (...) {
+  }
+}
+
+}  // namespace fcb

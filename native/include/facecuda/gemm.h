@@ -1,0 +1,38 @@
+// @file gemm.h
+// @brief CPU SGEMM: C = alpha * op(A) * op(B) + beta * C, row-major, with leading dimensions.
+//
+// op(A) is M x K (A is M x K row-major with lda >= K, or K x M with lda >= M when trans_a), op(B) is
+// K x N (B is K x N with ldb >= N, or N x K with ldb >= K when trans_b), C is M x N with ldc >= N.
+// beta == 0 means C is write-only (NaN in C does not propagate), as in BLAS.
+//
+// Packed and cache-blocked, multi-threaded over the global ThreadPool, with AVX-512 and AVX2/FMA
+// micro-kernels chosen at run time and a portable fallback. Deterministic: the K dimension is always
+// reduced in the same order by one thread, so the same inputs and thread count give the same bits.
+#pragma once
+
+#include <cstdint>
+
+namespace fc {
+
+enum class GemmPrecision {
+  F32 = 0,   // fp32 multiply, fp32 accumulate
+  BF16 = 1,  // inputs rounded to bf16 (AVX-512 BF16 dot products when present), fp32 accumulate
+};
+
+struct GemmOptions {
+  GemmPrecision precision = GemmPrecision::F32;
+  int max_threads = 0;  // 0 = the whole pool
+};
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           const GemmOptions& opts = GemmOptions());
+
+// Which micro-kernel sgemm uses now ("avx512 16x..", "avx2 ..", "portable ..") for `info` and benches.
+const char* sgemm_kernel_name(GemmPrecision p = GemmPrecision::F32);
+
+// Measures the peak fp32 FMA rate of this machine in FLOP/s with a register-only FMA loop at the
+// widest SIMD level, on `threads` threads (0 = all) for about `seconds` seconds.
+double measure_fma_peak(int threads, double seconds);
+
+}  // namespace fc

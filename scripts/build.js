@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+// Builds facecuda from a source checkout with the best toolchain present, then the TypeScript.
+//
+//   CMake >= 3.18 and nvcc  → cmake-js: CPU + CUDA backends (+ native test harness)
+//   CMake without nvcc      → cmake-js: CPU backend (+ native test harness)
+//   no CMake                → node-gyp from binding.gyp: CPU backend
+//
+// Runs as the package's `install` script (a fresh clone's `npm install`) and as `npm run build`.
+// In an installed package (no native/ sources) it does nothing: prebuilds/ is used at run time.
+//
+// Options: --native-only, --ts-only, --cuda=auto|on|off (default auto; env FACECUDA_CUDA), --debug
+// Env: FACECUDA_CUDA_ARCHS (e.g. "90-real;90-virtual"), FACECUDA_SKIP_NATIVE_BUILD=1, FACECUDA_BUILD_JOBS
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const has = (f) => args.includes(f);
+const opt = (name, dflt) => {
+  const a = args.find((x) => x.startsWith(`--${name}=`));
+  return a ? a.slice(name.length + 3) : dflt;
+};
+
+function log(msg) {
+  process.stdout.write(`facecuda: ${msg}\n`);
+}
+
+function run(cmd, argv, extraEnv) {
+  log(`$ ${[cmd, ...argv].join(' ')}`);
+  const r = spawnSync(cmd, argv, { cwd: root, stdio: 'inherit', env: { ...process.env, ...extraEnv } });
+  if (r.error) return { ok: false, why: r.error.message };
+  return { ok: r.status === 0, why: `exit status ${r.status}` };
+}
+
+function which(bin) {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    const p = path.join(dir, bin);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+function cmakeVersion() {
+  const cmake = which('cmake');
+  if (!cmake) return null;
+  const r = spawnSync(cmake, ['--version'], { encoding: 'utf8' });
+  const m = /cmake version (\d+)\.(\d+)/.exec(r.stdout || '');
+  if (!m) return null;
+  return { major: Number(m[1]), minor: Number(m[2]), text: `${m[1]}.${m[2]}` };
+}
+
+function findNvcc() {
+  const candidates = [which('nvcc')];
+  for (const env of ['CUDA_HOME', 'CUDA_PATH']) if (process.env[env]) candidates.push(path.join(process.env[env], 'bin', 'nvcc'));
+  candidates.push('/usr/local/cuda/bin/nvcc');
+  return candidates.find((p) => p && fs.existsSync(p)) || null;
+}
+
+function resolveFrom(request) {
+  try {
+    return require.resolve(request, { paths: [root] });
+  } catch {
+    return null;
+  }
+}
+
+function nodeGypBin() {
+  if (process.env.npm_config_node_gyp && fs.existsSync(process.env.npm_config_node_gyp)) return process.env.npm_config_node_gyp;
+  const local = resolveFrom('node-gyp/bin/node-gyp.js');
+  if (local) return local;
+  const bundled = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  return fs.existsSync(bundled) ? bundled : null;
+}
+
+function buildWithCmake(cuda) {
+  const cmakeJs = resolveFrom('cmake-js/bin/cmake-js');
+  if (!cmakeJs) return { ok: false, why: 'cmake-js is not installed (devDependency)' };
+  const jobs = process.env.FACECUDA_BUILD_JOBS || String(Math.max(1, os.cpus().length));
+  const argv = [cmakeJs, 'compile', '--parallel', jobs, `--CDFACECUDA_CUDA=${cuda ? 'ON' : 'OFF'}`];
+  if (process.env.FACECUDA_CUDA_ARCHS) argv.push(`--CDFACECUDA_CUDA_ARCHS=${process.env.FACECUDA_CUDA_ARCHS}`);
+  if (has('--debug')) argv.push('--debug');
+  return run(process.execPath, argv);
+}
+
+function buildWithNodeGyp() {
+  const gyp = nodeGypBin();
+  if (!gyp) return { ok: false, why: 'node-gyp was not found' };
+  const argv = [gyp, 'rebuild', '--jobs', String(Math.max(1, os.cpus().length))];
+  if (has('--debug')) argv.push('--debug');
+  return run(process.execPath, argv);
+}
+
+function buildNative() {
+  if (process.env.FACECUDA_SKIP_NATIVE_BUILD === '1') {
+    log('FACECUDA_SKIP_NATIVE_BUILD=1: skipping the native build');
+    return;
+  }
+  const cudaWanted = (opt('cuda', process.env.FACECUDA_CUDA || 'auto') || 'auto').toLowerCase();
+  const cmake = cmakeVersion();
+  const nvcc = cudaWanted === 'off' ? null : findNvcc();
+  if (cudaWanted === 'on' && !nvcc) throw new Error('--cuda=on but nvcc was not found (PATH, CUDA_HOME, /usr/local/cuda/bin)');
+  if (cmake && (cmake.major > 3 || (cmake.major === 3 && cmake.minor >= 18))) {
+    if (nvcc) {
+      log(`toolchain: CMake ${cmake.text} + nvcc (${nvcc}) → CPU + CUDA backends`);
+      const r = buildWithCmake(true);
+      if (r.ok) return;
+      if (cudaWanted === 'on') throw new Error(`CUDA build failed (${r.why})`);
+      log(`the CUDA build failed (${r.why}); building the CPU backend only`);
+    } else {
+      log(`toolchain: CMake ${cmake.text}, no nvcc → CPU backend only`);
+    }
+    const r = buildWithCmake(false);
+    if (r.ok) return;
+    log(`the CMake build failed (${r.why}); trying node-gyp`);
+  } else {
+    log(`toolchain: ${cmake ? `CMake ${cmake.text} is older than 3.18` : 'no CMake'} → node-gyp, CPU backend only`);
+  }
+  const g = buildWithNodeGyp();
+  if (!g.ok) throw new Error(`node-gyp build failed (${g.why})`);
+}
+
+function buildTs() {
+  const tsc = resolveFrom('typescript/bin/tsc');
+  if (!tsc) throw new Error('typescript is not installed (devDependency); run npm install');
+  const r = run(process.execPath, [tsc, '-p', 'tsconfig.json']);
+  if (!r.ok) throw new Error(`TypeScript build failed (${r.why})`);
+  const cli = path.join(root, 'dist', 'cli.js');
+  if (fs.existsSync(cli)) fs.chmodSync(cli, 0o755);
+}
+
+function main() {
+  if (!fs.existsSync(path.join(root, 'native')) || !fs.existsSync(path.join(root, 'lib'))) {
+    // An installed package: prebuilt binaries and compiled JS ship inside it.
+    return;
+  }
+  if (!has('--ts-only')) buildNative();
+  if (!has('--native-only')) buildTs();
+  log('build finished');
+}
+
+try {
+  main();
+} catch (e) {
+  process.stderr.write(`facecuda: ${e.message}\n`);
+  process.exit(1);
+}

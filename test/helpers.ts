@@ -1,0 +1,65 @@
+// Shared test helpers: seeded random data (a fresh seed per run, printed so failures reproduce) and
+// float64 references written independently of the engine.
+import { execFileSync } from 'child_process';
+
+const envSeed = process.env.FACECUDA_TEST_SEED;
+export const SEED = envSeed ? Number(envSeed) : (Date.now() ^ (process.pid << 8)) >>> 0;
+
+/** mulberry32: small, fast, good enough for test data. */
+export function rng(seed: number = SEED): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomFloats(n: number, r: () => number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * r();
+  return a;
+}
+
+/** float64 reference: alpha * op(A) op(B) + beta * C, row-major. Also returns |alpha| |op(A)| |op(B)| + |beta C| for error bounds. */
+export function gemmRef(
+  ta: boolean, tb: boolean, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, B: Float32Array, beta: number, C: Float32Array | null,
+): { value: Float64Array; scale: Float64Array } {
+  const value = new Float64Array(M * N);
+  const scale = new Float64Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      let m = 0;
+      for (let k = 0; k < K; k++) {
+        const a = ta ? A[k * M + i] : A[i * K + k];
+        const b = tb ? B[j * K + k] : B[k * N + j];
+        s += a * b;
+        m += Math.abs(a * b);
+      }
+      const c = C && beta !== 0 ? C[i * N + j] : 0;
+      value[i * N + j] = alpha * s + beta * c;
+      scale[i * N + j] = Math.abs(alpha) * m + Math.abs(beta * c);
+    }
+  }
+  return { value, scale };
+}
+
+export function gpuStatus(): { available: boolean; reason: string } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { cudaStatus } = require('../lib/device') as typeof import('../lib/device');
+  const s = cudaStatus();
+  return { available: s.available, reason: s.reason };
+}
+
+export function hasPython(module: string): boolean {
+  try {
+    execFileSync('python3', ['-c', `import ${module}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
