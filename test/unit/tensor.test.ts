@@ -45,7 +45,7 @@ describe('Tensor on the CPU', () => {
     const five = Tensor.from(randomFloats(32, r), [2, 2, 2, 2, 2], { device: 'cpu' });
     expect(five.rank).toBe(5);
     const ints = Tensor.from([1, -2, 3], [3], { device: 'cpu', dtype: 'int32' });
-    expect(Array.from(await ints.toArray())).toEqual([1, -2, 3]);
+    expect(Array.from((await ints.toArray()) as Int32Array)).toEqual([1, -2, 3]);
     const empty = Tensor.from(new Float32Array(0), [0, 4], { device: 'cpu' });
     expect((await empty.toArray()).length).toBe(0);
   });
@@ -74,7 +74,7 @@ describe('Tensor on the CPU', () => {
     expect(v.shape).toEqual([6, 4]);
     expect(await v.toArray()).toEqual(data);
     const z = Tensor.zeros([3, 5], { device: 'cpu', dtype: 'int32' });
-    expect(Array.from(await z.toArray())).toEqual(new Array(15).fill(0));
+    expect(Array.from((await z.toArray()) as Int32Array)).toEqual(new Array(15).fill(0));
     expect(() => t.reshape([5, 5])).toThrow(expect.objectContaining({ code: 'SHAPE_MISMATCH' }));
   });
 
