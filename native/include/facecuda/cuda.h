@@ -33,7 +33,7 @@ struct DeviceInfo {
   int index = 0;
   std::string name;
   size_t total_memory = 0;
-  size_t free_memory = 0;
+  size_t free_memory = 0;  // 0 in status(): probing creates no CUDA context on any device
   int cc_major = 0, cc_minor = 0;
   int multiprocessors = 0;
   std::string pci_bus_id;
@@ -66,7 +66,9 @@ struct MemoryStats {
   uint64_t num_allocs = 0;    // allocations served
   uint64_t num_driver_allocs = 0;  // of which went to cudaMalloc
 };
-// The cap comes from set_memory_limit or FACECUDA_CUDA_MEMORY_LIMIT (bytes, or with K/M/G suffix).
+// The cap comes from set_memory_limit or FACECUDA_CUDA_MEMORY_LIMIT (bytes, or with K/M/G suffix);
+// an unparsable FACECUDA_CUDA_MEMORY_LIMIT makes device_alloc throw INVALID_ARGUMENT until
+// set_memory_limit is called.
 void* device_alloc(int device, size_t bytes);  // throws OUT_OF_MEMORY (message has sizes and stats)
 void device_free(int device, void* ptr);       // back to the cache (safe: one stream per device)
 MemoryStats memory_stats(int device);
@@ -74,7 +76,9 @@ void set_memory_limit(int device, size_t bytes);
 void reset_peak(int device);
 size_t empty_cache(int device);  // returns cached blocks to the driver; returns the bytes released
 
-// ---- copies and sync, on the device's stream (the *_sync forms wait for completion)
+// ---- copies and sync, on the device's stream. copy_h2d and copy_d2h return once the host buffer
+// is no longer needed (d2h: the data has arrived); copy_d2d and memset_zero are asynchronous on the
+// stream (ordered with later work on it).
 void copy_h2d(int device, void* dst, const void* src, size_t bytes);
 void copy_d2h(int device, void* dst, const void* src, size_t bytes);
 void copy_d2d(int device, void* dst, const void* src, size_t bytes);
