@@ -87,11 +87,12 @@ async function timeOurs(fc, s, device, precision, threads, timing) {
 async function runCpu(fc, info, shapes, opts) {
   const all = info.cpu.threads;
   const threadCounts = all > 1 ? [1, all] : [1];
-  // Warm-up by time as well as count: the first calls that return a large fresh output pay for
-  // mapping its pages until the C library's allocator settles on reusing them.
+  // Warm-up by count as well as time: with glibc, the first ~12 calls that return a fresh 16 MB
+  // output fault in new pages (~50 ms per 16 MB in a VM) before the allocator settles on reusing
+  // freed blocks; outputs over 32 MB are mmapped (and faulted in) on every call.
   const timing = opts.quick
-    ? { warmup: 1, warmupSeconds: 0.2, minReps: 3, minSeconds: 0.3 }
-    : { warmup: 2, warmupSeconds: 1.0, minReps: 5, minSeconds: 1.0 };
+    ? { warmup: 15, warmupSeconds: 0.2, minReps: 3, minSeconds: 0.3 }
+    : { warmup: 15, warmupSeconds: 1.0, minReps: 5, minSeconds: 1.0 };
   const peerTiming = { ...timing };
   const peerEnv = (t) => ({
     OPENBLAS_CORETYPE: undefined,

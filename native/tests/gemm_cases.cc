@@ -564,11 +564,11 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
   std::vector<std::unique_ptr<OpCase>> v;
   const bool tr[4][2] = {{false, false}, {false, true}, {true, false}, {true, true}};
 
-  // 1, odd, prime, empty, block-crossing (K > kc = 512, M > mc = 252, N > nc = 2048) and GEMV shapes.
+  // 1, odd, prime, empty, block-crossing (K > kc = 1024, M > mc = 126, N > nc = 2048) and GEMV shapes.
   const Shape shapes[] = {{1, 1, 1},     {1, 257, 31},  {257, 1, 31},  {1, 1, 127},     {2, 3, 7},
                           {7, 13, 1},    {13, 17, 31},  {17, 31, 61},  {31, 61, 127},   {61, 127, 257},
                           {127, 31, 17}, {257, 61, 13}, {3, 257, 127}, {15, 33, 2},     {29, 65, 513},
-                          {300, 517, 1031}, {1, 4099, 1031}, {2053, 1, 1031}, {17, 2100, 33}, {5, 7, 0},
+                          {300, 517, 1031}, {29, 65, 1500}, {1, 4099, 1031}, {2053, 1, 1031}, {17, 2100, 33}, {5, 7, 0},
                           {0, 7, 5},     {7, 0, 5}};
   const float ab[][2] = {{1, 0}, {0.5f, -1}, {-1.25f, 0.75f}, {1, 1}, {2, 0}, {-0.5f, 0}};
   const int64_t pads[] = {0, 3, 17};
@@ -587,7 +587,7 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
 
   // Every SIMD level, whatever fc::simd_level() picks (FACECUDA_SIMD may lower it).
   const Shape level_shapes[] = {{1, 1, 1},     {7, 13, 1},     {13, 17, 31},  {17, 31, 61},    {61, 127, 257},
-                                {1, 257, 31},  {257, 1, 31},   {29, 65, 513}, {127, 300, 700}};
+                                {1, 257, 31},  {257, 1, 31},   {29, 65, 1500}, {127, 300, 700}};
   for (int level = 2; level >= 0; --level) {
     for (const Shape& sh : level_shapes) {
       for (int t = 0; t < 4; ++t, ++n) {
@@ -599,7 +599,7 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
   }
 
   // bf16: native VDPBF16PS where the CPU has AVX512_BF16 (avx512 level), emulated elsewhere.
-  const Shape bf_shapes[] = {{7, 13, 1}, {13, 17, 31}, {17, 31, 61}, {61, 127, 257}, {1, 257, 31}, {29, 65, 513},
+  const Shape bf_shapes[] = {{7, 13, 1}, {13, 17, 31}, {17, 31, 61}, {61, 127, 257}, {1, 257, 31}, {29, 65, 1501},
                              {127, 300, 701}};
   for (int level : {-1, 2, 1, 0}) {
     for (const Shape& sh : bf_shapes) {

@@ -159,13 +159,18 @@ int main(int argc, char** argv) {
     ctx.mode = mode;
     if (mode == Mode::Support) {
       // One row per op: where it can run. Never fails.
-      std::map<std::string, bool> ops;  // op -> has a CUDA case
-      for (auto& c : cases) ops[c->op()] = ops[c->op()] || c->uses_cuda();
+      std::map<std::string, std::pair<bool, bool>> ops;  // op -> (has a CPU-only case, has a CUDA case)
+      for (auto& c : cases) {
+        auto& o = ops[c->op()];
+        (c->uses_cuda() ? o.second : o.first) = true;
+      }
       std::printf("%-16s %-6s %s\n", "op", "cpu", "cuda");
       for (auto& o : ops) {
-        const std::string cuda = !o.second ? "no (no CUDA path)" : (ctx.cuda_available ? "yes" : "no (" + ctx.cuda_reason + ")");
-        std::printf("%-16s %-6s %s\n", o.first.c_str(), "yes", cuda.c_str());
-        Record r{o.first, "", "support", "ok", "cpu=yes cuda=" + cuda, 0, {}};
+        const std::string cpu = o.second.first ? "yes" : "no";
+        const std::string cuda =
+            !o.second.second ? "no (no CUDA path)" : (ctx.cuda_available ? "yes" : "no (" + ctx.cuda_reason + ")");
+        std::printf("%-16s %-6s %s\n", o.first.c_str(), cpu.c_str(), cuda.c_str());
+        Record r{o.first, "", "support", "ok", "cpu=" + cpu + " cuda=" + cuda, 0, {}};
         records.push_back(r);
         ++passed;
       }

@@ -182,12 +182,12 @@ const KernelSet& kernels_avx2() {
       kMR,
       8 * kNV,
       micro_f32<kMR, kNV>,
-      nullptr,
+      nullptr,  // no native bf16 kernel: the driver emulates BF16
       0,
       0,
       nullptr,
-      nullptr,
-      nullptr,
+      nullptr,  // pack_f32: the driver's generic packer
+      nullptr,  // pack_bf16
       gemv_dot,
       gemv_axpy,
       fma_loop,

@@ -5,8 +5,10 @@
 //
 // Micro-kernel: 14 rows x 2 zmm columns = 28 accumulators, 2 zmm of B and one broadcast of A per
 // row and k: 28 FMAs per 16 loads, which keeps both 512-bit FMA pipes of Zen 4/5 and Intel server
-// cores busy (latency 4 x 2 pipes needs >= 8 independent chains). Measured on Zen 5 against 6x64,
-// 8x48 and 12x32: see bench/gemm.js and the report of the issue that introduced this file.
+// cores busy (latency 4 x 2 pipes needs >= 8 independent chains), and reads the fewest bytes per
+// FMA of the candidates (6.6 B; 12x32 7.3, 8x48 9.3, 6x64 11.7). Measured on Zen 5 (one core, FMA
+// peak ~220 GFLOP/s): with panels in L1 all of 6x64, 8x48, 12x32 and 14x32 run at 220-222; in the
+// full 2048^3 SGEMM at equal blocking (kc 768) 14x32 gave 197, 6x64 193, 8x48 192 GFLOP/s.
 //
 // No engine header with inline code is included here (see gemm_internal.h): everything is static.
 // GCC 12 warns "__Y is used uninitialized" inside the unmasked forms of many AVX-512 intrinsics
