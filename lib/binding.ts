@@ -36,6 +36,8 @@ export declare namespace Binding {
     features: string[];
     gemmKernel: string;
     gemmKernelBf16: string;
+    /** Host bytes cached for reuse (blocks of 1 MiB and more). */
+    cachedBytes: number;
   }
 
   interface BuildInfo {

@@ -86,9 +86,14 @@ export function resetPeakMemory(device?: string): void {
   addon().resetPeakMemory(cudaDevice(device));
 }
 
-/** Returns cached, unused GPU memory to the driver once queued work is done; resolves to the bytes released. */
-export function emptyCache(device?: string): Promise<number> {
-  return addon().emptyCache(cudaDevice(device));
+/**
+ * Returns cached, unused memory once the work queued on `device` is done; resolves to the bytes
+ * released. CUDA: the caching allocator's free blocks go back to the driver. CPU: host blocks of
+ * 1 MiB and more that were kept for reuse (FACECUDA_CPU_CACHE_LIMIT, default 1 GiB) are freed.
+ */
+export function emptyCache(device: string = 'cuda'): Promise<number> {
+  const d = resolveDevice(device);
+  return addon().emptyCache(d);
 }
 
 /** Resolves when everything queued on `device` before this call has finished. */

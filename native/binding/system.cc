@@ -6,6 +6,7 @@
 #include "facecuda/cpu_info.h"
 #include "facecuda/cuda.h"
 #include "facecuda/gemm.h"
+#include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
 
 #ifndef FACECUDA_BUILD_TOOL
@@ -45,6 +46,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cpu.Set("features", feats);
   cpu.Set("gemmKernel", fc::sgemm_kernel_name(fc::GemmPrecision::F32));
   cpu.Set("gemmKernelBf16", fc::sgemm_kernel_name(fc::GemmPrecision::BF16));
+  cpu.Set("cachedBytes", double(fc::host_cache_bytes()));
   o.Set("cpu", cpu);
   Napi::Object build = Napi::Object::New(env);
 #ifdef FACECUDA_WITH_CUDA
@@ -200,14 +202,18 @@ Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   }
 }
 
-// emptyCache(device): Promise<number> bytes returned to the driver, after queued work finishes.
+// emptyCache(device): Promise<number> bytes returned to the system (CUDA: to the driver), after the
+// work queued before it has finished.
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    fc::Device d = cuda_arg(info, 0);
+    fc::Device d = arg_device(info, 0, "device");
+    if (d.is_cuda()) fc::cuda::require_device(d.index);
     auto released = std::make_shared<double>(0);
     auto job = std::make_unique<Job>(env);
-    job->work = [d, released]() { *released = double(fc::cuda::empty_cache(d.index)); };
+    job->work = [d, released]() {
+      *released = double(d.is_cuda() ? fc::cuda::empty_cache(d.index) : fc::host_cache_release());
+    };
     job->build = [released](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *released); };
     return schedule(env, d, std::move(job));
   } catch (...) {

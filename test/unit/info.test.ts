@@ -55,3 +55,20 @@ describe('facecuda CLI', () => {
     expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
   });
 });
+
+describe('host memory cache', () => {
+  it('reuses freed large host blocks and returns them on emptyCache("cpu")', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Tensor } = require('../../lib') as typeof import('../../lib');
+    await system.emptyCache('cpu');
+    const t = Tensor.zeros([1024, 1024], { device: 'cpu' }); // 4 MiB: a cached size class
+    await t.toArray();
+    t.dispose();
+    await system.synchronize('cpu'); // the dispose is queued; wait for it
+    const cached = (await system.info()).cpu.cachedBytes;
+    expect(cached).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    const released = await system.emptyCache('cpu');
+    expect(released).toBe(cached);
+    expect((await system.info()).cpu.cachedBytes).toBe(0);
+  });
+});

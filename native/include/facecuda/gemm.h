@@ -6,8 +6,10 @@
 // beta == 0 means C is write-only (NaN in C does not propagate), as in BLAS.
 //
 // Packed and cache-blocked, multi-threaded over the global ThreadPool, with AVX-512 and AVX2/FMA
-// micro-kernels chosen at run time and a portable fallback. Deterministic: the K dimension is always
-// reduced in the same order by one thread, so the same inputs and thread count give the same bits.
+// micro-kernels chosen at run time and a portable fallback. Deterministic: every output element is
+// reduced over K in one fixed order by one thread, so the same inputs give the same bits on every
+// run and for every thread count (the harness checks both). FACECUDA_GEMM_BLOCKING=mc,kc,nc (a tuning
+// aid) changes kc and with it the rounding order.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,11 @@ struct GemmOptions {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
            const GemmOptions& opts = GemmOptions());
+
+// The checks both GEMMs run first (sizes >= 0, leading dimensions, null pointers); throws
+// INVALID_ARGUMENT with a message naming the argument, e.g. "Expected lda >= 13 (K, trans_a=false)".
+void check_gemm_args(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                     const float* B, int64_t ldb, const float* C, int64_t ldc);
 
 // Which micro-kernel sgemm uses now ("avx512 16x..", "avx2 ..", "portable ..") for `info` and benches.
 const char* sgemm_kernel_name(GemmPrecision p = GemmPrecision::F32);

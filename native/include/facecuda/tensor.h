@@ -89,6 +89,11 @@ class Tensor {
   std::array<int64_t, kMaxRank> strides_{};
 };
 
+// Host blocks of >= 1 MiB are cached on free for reuse (FACECUDA_CPU_CACHE_LIMIT bytes, default
+// 1 GiB). Returns the cached bytes to the system / reports how many are cached.
+size_t host_cache_release();
+size_t host_cache_bytes();
+
 // Formats a shape as "[2, 3]".
 std::string shape_str(const std::vector<int64_t>& shape);
 

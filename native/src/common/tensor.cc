@@ -2,8 +2,12 @@
 // @brief Tensor storage, shapes and views; host copies for both backends.
 #include "facecuda/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 
 #include "facecuda/cuda.h"
@@ -20,12 +24,90 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+namespace {
+
+// Host memory. Blocks of 1 MiB and more are rounded to 2 MiB, kept on free in a size-keyed cache and
+// reused: glibc maps such blocks fresh on every malloc and the first touch of each page then faults,
+// which costs a large GEMM output tens of milliseconds per call. The cache holds at most
+// FACECUDA_CPU_CACHE_LIMIT bytes (default 1 GiB; 0 disables it).
+constexpr size_t kLargeBlock = size_t(1) << 20;
+constexpr size_t kLargeRound = size_t(2) << 20;
+
+size_t host_rounded(size_t bytes) {
+  if (bytes < kLargeBlock) return std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  return (bytes + kLargeRound - 1) / kLargeRound * kLargeRound;
+}
+
+class HostCache {
+ public:
+  HostCache() {
+    const char* env = std::getenv("FACECUDA_CPU_CACHE_LIMIT");
+    if (env && *env) {
+      char* end = nullptr;
+      unsigned long long v = std::strtoull(env, &end, 10);
+      if (end && *end == '\0') limit_ = static_cast<size_t>(v);
+    }
+  }
+  void* get(size_t rounded) {
+    if (rounded >= kLargeBlock) {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = free_.find(rounded);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= rounded;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(rounded >= kLargeBlock ? kLargeRound : 64, rounded);
+    if (p && rounded >= kLargeBlock) madvise(p, rounded, MADV_HUGEPAGE);  // a hint; failure is harmless
+    return p;
+  }
+  void put(void* p, size_t rounded) {
+    if (rounded >= kLargeBlock) {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (cached_ + rounded <= limit_) {
+        free_.emplace(rounded, p);
+        cached_ += rounded;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  size_t release() {
+    std::lock_guard<std::mutex> lk(mu_);
+    size_t n = cached_;
+    for (auto& kv : free_) std::free(kv.second);
+    free_.clear();
+    cached_ = 0;
+    return n;
+  }
+  size_t cached() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return cached_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+  size_t limit_ = size_t(1) << 30;
+};
+
+HostCache& host_cache() {
+  static HostCache* cache = new HostCache();  // leaked: storage may be freed during static destruction
+  return *cache;
+}
+
+}  // namespace
+
+size_t host_cache_release() { return host_cache().release(); }
+size_t host_cache_bytes() { return host_cache().cached(); }
+
 std::shared_ptr<Storage> Storage::allocate(const Device& device, size_t bytes) {
   void* p = nullptr;
   if (device.is_cpu()) {
-    size_t n = (bytes + 63) / 64 * 64;
-    if (n == 0) n = 64;
-    p = std::aligned_alloc(64, n);
+    p = host_cache().get(host_rounded(bytes));
     FC_CHECK(p != nullptr, OutOfMemory, "could not allocate ", bytes, " bytes of host memory");
   } else {
     p = cuda::device_alloc(device.index, bytes);  // throws OUT_OF_MEMORY / CUDA_UNAVAILABLE
@@ -36,7 +118,7 @@ std::shared_ptr<Storage> Storage::allocate(const Device& device, size_t bytes) {
 Storage::~Storage() {
   if (!data_) return;
   if (device_.is_cpu()) {
-    std::free(data_);
+    host_cache().put(data_, host_rounded(bytes_));
   } else {
     try {
       cuda::device_free(device_.index, data_);
