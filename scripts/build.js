@@ -8,7 +8,8 @@
 // Runs as the package's `install` script (a fresh clone's `npm install`) and as `npm run build`.
 // In an installed package (no native/ sources) it does nothing: prebuilds/ is used at run time.
 //
-// Options: --native-only, --ts-only, --cuda=auto|on|off (default auto; env FACECUDA_CUDA), --debug
+// Options: --native-only, --ts-only, --cuda=auto|on|off (default auto; env FACECUDA_CUDA), --debug,
+//          --tool=auto|cmake|node-gyp (default auto; env FACECUDA_BUILD_TOOL) to force a toolchain
 // Env: FACECUDA_CUDA_ARCHS (e.g. "90-real;90-virtual"), FACECUDA_SKIP_NATIVE_BUILD=1, FACECUDA_BUILD_JOBS
 'use strict';
 const { spawnSync } = require('child_process');
@@ -104,7 +105,10 @@ function buildNative() {
     return;
   }
   const cudaWanted = (opt('cuda', process.env.FACECUDA_CUDA || 'auto') || 'auto').toLowerCase();
-  const cmake = cmakeVersion();
+  const tool = (opt('tool', process.env.FACECUDA_BUILD_TOOL || 'auto') || 'auto').toLowerCase();
+  if (!['auto', 'cmake', 'node-gyp'].includes(tool)) throw new Error(`Expected auto, cmake or node-gyp for --tool but received ${tool}`);
+  const cmake = tool === 'node-gyp' ? null : cmakeVersion();
+  if (tool === 'cmake' && !cmake) throw new Error('--tool=cmake but cmake was not found on PATH');
   const nvcc = cudaWanted === 'off' ? null : findNvcc();
   if (cudaWanted === 'on' && !nvcc) throw new Error('--cuda=on but nvcc was not found (PATH, CUDA_HOME, /usr/local/cuda/bin)');
   if (cmake && (cmake.major > 3 || (cmake.major === 3 && cmake.minor >= 18))) {
@@ -121,7 +125,8 @@ function buildNative() {
     if (r.ok) return;
     log(`the CMake build failed (${r.why}); trying node-gyp`);
   } else {
-    log(`toolchain: ${cmake ? `CMake ${cmake.text} is older than 3.18` : 'no CMake'} → node-gyp, CPU backend only`);
+    const why = tool === 'node-gyp' ? 'node-gyp requested' : cmake ? `CMake ${cmake.text} is older than 3.18` : 'no CMake';
+    log(`toolchain: ${why} → node-gyp, CPU backend only`);
   }
   const g = buildWithNodeGyp();
   if (!g.ok) throw new Error(`node-gyp build failed (${g.why})`);
