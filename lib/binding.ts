@@ -85,7 +85,23 @@ export declare namespace Binding {
     numDriverAllocs: number;
   }
 
+  interface NativeMarginHead {
+    initNormal(std: number, seed: number): Promise<void>;
+    setWeight(w: NativeTensor): Promise<void>;
+    getWeight(): Promise<Float32Array>;
+    forward(x: NativeTensor, labels: NativeTensor): Promise<number>;
+    backward(): Promise<{ gradEmbeddings: NativeTensor; gradWeight: NativeTensor }>;
+    logits(x: NativeTensor): Promise<NativeTensor>;
+    lastChunkBytes(): number;
+    dispose(): void;
+  }
+
   interface Addon {
+    NativeMarginHead: new (
+      embeddingSize: number, numClasses: number, kind: number, scale: number, m1: number, m2: number, m3: number,
+      easyMargin: boolean, fallback: boolean, straightThrough: boolean, precision: string, maxChunkBytes: number,
+      threads: number, device: string,
+    ) => NativeMarginHead;
     init(errorClass: typeof FacecudaError): void;
     tensorFromData(data: NativeArray, shape: number[], dtype: DTypeName, device: string): NativeTensor;
     tensorZeros(shape: number[], dtype: DTypeName, device: string): NativeTensor;

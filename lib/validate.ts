@@ -45,15 +45,36 @@ export function assertOneOf<T extends string>(v: unknown, name: string, list: re
  * Rejects unknown option keys, naming the likely intended one: a misspelled option must not be
  * silently ignored (better-sqlite3 rejects `readOnly` for `readonly`).
  */
-export function assertKnownOptions(options: Record<string, unknown>, name: string, known: readonly string[]): void {
+export function assertKnownOptions(
+  options: Record<string, unknown>,
+  name: string,
+  known: readonly string[],
+  aliases: Readonly<Record<string, string>> = COMMON_ALIASES,
+): void {
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
     const lower = key.toLowerCase();
-    const hint = known.find((k) => k.toLowerCase() === lower);
-    const expected = hint ? `'${hint}' (option names are case-sensitive)` : `one of ${known.map((k) => `'${k}'`).join(', ')}`;
+    const alias = aliases[key];
+    const hint = known.find((k) => k.toLowerCase() === lower) ?? (alias && known.includes(alias) ? alias : undefined);
+    const expected = hint
+      ? alias === hint
+        ? `'${hint}' (the paper's '${key}' is spelled out in facecuda)`
+        : `'${hint}' (option names are case-sensitive)`
+      : `one of ${known.map((k) => `'${k}'`).join(', ')}`;
     throw invalidParameterError(`${name} option '${key}'`, `a known option: ${expected}`, options[key]);
   }
 }
+
+/** Short names from papers and other libraries, mapped to facecuda's option names. */
+export const COMMON_ALIASES: Readonly<Record<string, string>> = {
+  s: 'scale',
+  m: 'margin',
+  easy_margin: 'easyMargin',
+  num_classes: 'numClasses',
+  embedding_size: 'embeddingSize',
+  t_alpha: 'tAlpha',
+  sample_rate: 'sampleRate',
+};
 
 /** An options object (or undefined → {}). */
 export function optionsObject(v: unknown, name: string): Record<string, unknown> {

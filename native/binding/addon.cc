@@ -142,6 +142,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorZeros", Napi::Function::New(env, TensorZeros, "tensorZeros"));
   register_ops(env, exports);
   register_system(env, exports);
+  register_heads(env, exports);
   return exports;
 }
 

@@ -53,6 +53,9 @@ describe('validate', () => {
 
   it('rejects misspelled options and names the intended one', () => {
     expect(() => assertKnownOptions({ Device: 'cpu' }, 'Tensor.from', ['device', 'dtype'])).toThrow(/'device' \(option names are case-sensitive\)/);
-    expect(() => assertKnownOptions({ s: 64 }, 'ArcFaceHead', ['scale', 'margin'])).toThrow(/one of 'scale', 'margin'/);
+    expect(() => assertKnownOptions({ s: 64 }, 'ArcFaceHead', ['scale', 'margin'])).toThrow(
+      /^Expected a known option: 'scale' \(the paper's 's' is spelled out in facecuda\) for ArcFaceHead option 's' but received 64 of type number$/,
+    );
+    expect(() => assertKnownOptions({ scal: 64 }, 'ArcFaceHead', ['scale', 'margin'])).toThrow(/one of 'scale', 'margin'/);
   });
 });
