@@ -35,18 +35,7 @@ const SHAPES = [
 const QUICK = new Set(['square-512', 'square-2048', 'head-logits', 'conv-56x56']);
 const GOAL = { shape: 'square-2048', numpy: 0.85, peak: 0.7 };
 
-function randomF32(n, seed) {
-  // xorshift32: cheap, deterministic data in [-1, 1)
-  const out = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = (x >>> 0) / 2147483648 - 1;
-  }
-  return out;
-}
+const randomF32 = h.randomF32;
 
 function pickShapes(opts) {
   let shapes = SHAPES.filter((s) => !opts.quick || QUICK.has(s.name));

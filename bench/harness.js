@@ -104,10 +104,26 @@ function runPeer(script, request, { env = {}, requires = [], timeoutMs = 30 * 60
   }
 }
 
+/** Deterministic float32 data in [-1, 1) (xorshift32): cheap, so large operands do not dominate. */
+function randomF32(n, seed) {
+  const out = new Float32Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = (x >>> 0) / 2147483648 - 1;
+  }
+  return out;
+}
+
 /** True when `name` passes the runner's filters (none = all); filters are substrings. */
 function selected(name, filters) {
   if (!filters || !filters.length) return true;
   return filters.some((f) => name.includes(f));
 }
 
-module.exports = { now, stats, measure, printHeader, printTable, runPeer, fixed, pct, selected };
+module.exports = {
+  randomF32,
+  now,
+  stats, measure, printHeader, printTable, runPeer, fixed, pct, selected };

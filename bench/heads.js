@@ -21,17 +21,7 @@ for (const B of [128, 256, 512]) for (const C of [10000, 93431, 360232]) SHAPES.
 const QUICK = new Set(['B128-C10000', 'B256-C93431']);
 const QUOTED_TORCH = { name: 'B256-C93431', seconds: 1.08 };
 
-function randomF32(n, seed) {
-  const out = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = (x >>> 0) / 2147483648 - 1;
-  }
-  return out;
-}
+const randomF32 = h.randomF32;
 
 async function run(opts) {
   const fc = require('../dist/index.js');
