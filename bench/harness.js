@@ -123,7 +123,4 @@ function selected(name, filters) {
   return filters.some((f) => name.includes(f));
 }
 
-module.exports = {
-  randomF32,
-  now,
-  stats, measure, printHeader, printTable, runPeer, fixed, pct, selected };
+module.exports = { randomF32, now, stats, measure, printHeader, printTable, runPeer, fixed, pct, selected };
