@@ -13,6 +13,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -47,9 +48,18 @@ struct Job {
 void call_js(Napi::Env env, Napi::Function, void*, Job* job);
 using Tsfn = Napi::TypedThreadSafeFunction<void, Job, call_js>;
 
+// The completion channel of one env. Queue threads may finish jobs after the env is gone (a worker
+// thread terminated with work in flight): `open` is cleared under the lock by the env's cleanup hook
+// before the thread-safe function is aborted, so a late completion never touches a finalized one.
+struct Channel {
+  std::mutex mu;
+  bool open = true;
+  Tsfn tsfn;
+};
+
 // Per-env state of the addon (worker threads each get their own).
 struct EnvData {
-  Tsfn tsfn;
+  std::shared_ptr<Channel> channel;
   size_t pending = 0;  // jobs in flight; touched on the JS thread only
   Napi::FunctionReference error_ctor;   // the JS FacecudaError class, from init()
   Napi::FunctionReference tensor_ctor;  // NativeTensor

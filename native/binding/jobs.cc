@@ -10,10 +10,16 @@ EnvData* env_data(Napi::Env env) {
   EnvData* d = env.GetInstanceData<EnvData>();
   if (d) return d;
   d = new EnvData();
-  d->tsfn = Tsfn::New(env, "facecuda", 0, 1);
-  d->tsfn.Unref(env);  // no pending jobs: do not keep the process alive
+  auto ch = std::make_shared<Channel>();
+  ch->tsfn = Tsfn::New(env, "facecuda", 0, 1);
+  ch->tsfn.Unref(env);  // no pending jobs: do not keep the process alive
+  d->channel = ch;
   env.SetInstanceData<EnvData>(d);
-  env.AddCleanupHook([d]() { d->tsfn.Abort(); });
+  env.AddCleanupHook([ch]() {
+    std::lock_guard<std::mutex> lk(ch->mu);
+    ch->open = false;
+    ch->tsfn.Abort();
+  });
   return d;
 }
 
@@ -24,37 +30,43 @@ void call_js(Napi::Env env, Napi::Function, void*, Job* job) {
     return;
   }
   EnvData* d = env.GetInstanceData<EnvData>();
-  if (d && d->pending > 0 && --d->pending == 0) d->tsfn.Unref(env);
-  Napi::HandleScope scope(env);
-  if (owned->error) {
-    owned->deferred.Reject(make_error(env, owned->error));
-    return;
-  }
+  if (d && d->pending > 0 && --d->pending == 0) d->channel->tsfn.Unref(env);
+  // Nothing may escape into Node: while a worker thread's env shuts down, JS can no longer run and
+  // every N-API call here can fail (node-addon-api then throws). Settling the promise is then moot.
   try {
-    Napi::Value v = owned->build ? owned->build(env) : env.Undefined();
-    owned->deferred.Resolve(v);
-  } catch (const Napi::Error& e) {
-    owned->deferred.Reject(e.Value());
+    Napi::HandleScope scope(env);
+    if (owned->error) {
+      owned->deferred.Reject(make_error(env, owned->error));
+      return;
+    }
+    try {
+      Napi::Value v = owned->build ? owned->build(env) : env.Undefined();
+      owned->deferred.Resolve(v);
+    } catch (const Napi::Error& e) {
+      owned->deferred.Reject(e.Value());
+    } catch (...) {
+      owned->deferred.Reject(make_error(env, std::current_exception()));
+    }
   } catch (...) {
-    owned->deferred.Reject(make_error(env, std::current_exception()));
   }
 }
 
 Napi::Promise schedule(Napi::Env env, const fc::Device& device, std::unique_ptr<Job> job) {
   EnvData* d = env_data(env);
   Napi::Promise promise = job->deferred.Promise();
-  if (d->pending++ == 0) d->tsfn.Ref(env);
+  if (d->pending++ == 0) d->channel->tsfn.Ref(env);
   Job* raw = job.release();
-  Tsfn tsfn = d->tsfn;
+  std::shared_ptr<Channel> ch = d->channel;
   auto work = std::move(raw->work);
   try {
-    fc::queue_for(device).submit(std::move(work), [raw, tsfn](std::exception_ptr e) mutable {
+    fc::queue_for(device).submit(std::move(work), [raw, ch](std::exception_ptr e) {
       raw->error = e;
-      // On failure the env is closing: the job's JS handles cannot be freed off-thread, so it leaks.
-      tsfn.NonBlockingCall(raw);
+      // After the env's cleanup the job's JS handles cannot be freed off-thread, so it leaks.
+      std::lock_guard<std::mutex> lk(ch->mu);
+      if (ch->open) ch->tsfn.NonBlockingCall(raw);
     });
   } catch (...) {
-    if (--d->pending == 0) d->tsfn.Unref(env);
+    if (--d->pending == 0) d->channel->tsfn.Unref(env);
     raw->deferred.Reject(make_error(env, std::current_exception()));
     delete raw;
   }
