@@ -57,6 +57,8 @@ function makeOperands(fc, s, device) {
 const dims = (s) => `${s.M}x${s.N}x${s.K}`;
 const trans = (s) => `${s.transA ? 'T' : 'N'}${s.transB ? 'T' : 'N'}`;
 const peerShape = (s) => ({ M: s.M, N: s.N, K: s.K, transA: !!s.transA, transB: !!s.transB });
+// The fields every result record starts with.
+const shapeFields = (s, precision) => ({ shape: s.name, ...peerShape(s), precision });
 
 async function timeOurs(fc, s, device, precision, threads, timing) {
   const { a, b } = makeOperands(fc, s, device);
@@ -122,13 +124,7 @@ async function runCpu(fc, info, shapes, opts) {
         else np = r.results[0];
       }
       const rec = {
-        shape: s.name,
-        M: s.M,
-        N: s.N,
-        K: s.K,
-        transA: !!s.transA,
-        transB: !!s.transB,
-        precision,
+        ...shapeFields(s, precision),
         device: 'cpu',
         threads: T,
         kernel: precision === 'bf16' ? info.cpu.gemmKernelBf16 : info.cpu.gemmKernel,
@@ -208,13 +204,7 @@ async function runCuda(fc, info, shapes, opts) {
         else tp = r.results[0];
       }
       records.push({
-        shape: s.name,
-        M: s.M,
-        N: s.N,
-        K: s.K,
-        transA: !!s.transA,
-        transB: !!s.transB,
-        precision,
+        ...shapeFields(s, precision),
         device: 'cuda:0',
         gpu: gpu.name,
         reps: m.reps,

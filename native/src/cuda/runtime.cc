@@ -381,26 +381,26 @@ cudaStream_t stream(int device) {
 }
 }  // namespace detail
 
-void copy_h2d(int device, void* dst, const void* src, size_t bytes) {
+namespace {
+// A host<->device copy on the device's stream that returns once the host buffer is free again.
+void copy_sync(const char* what, cudaMemcpyKind kind, int device, void* dst, const void* src, size_t bytes) {
   require_device(device);
   if (bytes == 0) return;
-  check_copy_args("copy_h2d", device, dst, src, bytes);
+  check_copy_args(what, device, dst, src, bytes);
   cudaStream_t s = detail::stream(device);
   detail::DeviceGuard g(device);
-  FC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "copy_h2d cuda:", device, " ", bytes, " bytes");
-  FC_CUDA_CHECK(cudaStreamSynchronize(s), "copy_h2d cuda:", device, " ", bytes,
+  FC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, s), what, " cuda:", device, " ", bytes, " bytes");
+  FC_CUDA_CHECK(cudaStreamSynchronize(s), what, " cuda:", device, " ", bytes,
                 " bytes (or an earlier asynchronous operation on this stream)");
+}
+}  // namespace
+
+void copy_h2d(int device, void* dst, const void* src, size_t bytes) {
+  copy_sync("copy_h2d", cudaMemcpyHostToDevice, device, dst, src, bytes);
 }
 
 void copy_d2h(int device, void* dst, const void* src, size_t bytes) {
-  require_device(device);
-  if (bytes == 0) return;
-  check_copy_args("copy_d2h", device, dst, src, bytes);
-  cudaStream_t s = detail::stream(device);
-  detail::DeviceGuard g(device);
-  FC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "copy_d2h cuda:", device, " ", bytes, " bytes");
-  FC_CUDA_CHECK(cudaStreamSynchronize(s), "copy_d2h cuda:", device, " ", bytes,
-                " bytes (or an earlier asynchronous operation on this stream)");
+  copy_sync("copy_d2h", cudaMemcpyDeviceToHost, device, dst, src, bytes);
 }
 
 void copy_d2d(int device, void* dst, const void* src, size_t bytes) {
