@@ -657,7 +657,7 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
     o.max_threads = -1;
     sgemm(false, false, 2, 2, 2, 1, p, 2, p, 2, 0, p, 2, o);
   });
-  inv("precision=7", "Expected precision F32 (0) or BF16 (1) but received 7", [p] {
+  inv("precision=7", "Expected precision F32 (0), BF16 (1) or TF32 (2) but received 7", [p] {
     GemmOptions o;
     o.precision = static_cast<GemmPrecision>(7);
     sgemm(false, false, 2, 2, 2, 1, p, 2, p, 2, 0, p, 2, o);
@@ -700,11 +700,82 @@ std::vector<std::unique_ptr<OpCase>> gemm_perf_cases() {
   return v;
 }
 
+
+// ---- the row epilogue (GemmOptions::row_scale / row_src): C = αAB + βC + diag(e)·S, against float64
+
+class GemmEpilogueCase : public OpCase {
+ public:
+  GemmEpilogueCase(int64_t M, int64_t N, int64_t K, bool ta, float beta) : M_(M), N_(N), K_(K), ta_(ta), beta_(beta) {}
+  std::string op() const override { return "gemm"; }
+  std::string params() const override {
+    return "row-epilogue M=" + std::to_string(M_) + " N=" + std::to_string(N_) + " K=" + std::to_string(K_) +
+           " tA=" + std::to_string(ta_) + " beta=" + std::to_string(static_cast<int>(beta_));
+  }
+  CaseResult test(Context& ctx) override {
+    auto rng = make_rng(ctx, params());
+    const int64_t lda = std::max<int64_t>(1, ta_ ? M_ : K_), lds = N_ + 3;
+    std::vector<float> A(static_cast<size_t>(std::max<int64_t>(1, M_ * K_))), B(static_cast<size_t>(std::max<int64_t>(1, K_ * N_))),
+        C(M_ * N_), S(M_ * lds), e(M_);
+    fill_uniform(rng, A.data(), A.size(), -1, 1);
+    fill_uniform(rng, B.data(), B.size(), -1, 1);
+    fill_uniform(rng, C.data(), C.size(), -1, 1);
+    fill_uniform(rng, S.data(), S.size(), -2, 2);
+    fill_uniform(rng, e.data(), e.size(), -1, 1);
+    e[0] = 0.0f;  // a skipped row
+    std::vector<double> ref(M_ * N_);
+    for (int64_t i = 0; i < M_; ++i)
+      for (int64_t j = 0; j < N_; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < K_; ++k) acc += double(ta_ ? A[k * lda + i] : A[i * lda + k]) * B[k * N_ + j];
+        ref[i * N_ + j] = acc + double(beta_) * C[i * N_ + j] + double(e[i]) * S[i * lds + j];
+      }
+    GemmOptions o;
+    o.row_scale = e.data();
+    o.row_src = S.data();
+    o.row_src_ld = lds;
+    sgemm(ta_, false, M_, N_, K_, 1.0f, A.data(), lda, B.data(), N_, beta_, C.data(), N_, o);
+    // fp32 accumulation over K terms of magnitude <= 1 plus two more: (K + 4)·u with u = 2^-24, x4.
+    const double atol = 4.0 * (K_ + 4) * 5.96e-8 * 2.0;
+    const Compare c = compare(C.data(), ref.data(), ref.size(), atol, 0.0);
+    CaseResult r;
+    if (!c.ok) r.status = CaseResult::Fail;
+    r.detail = c.detail;
+    bool threw = false;
+    try {
+      GemmOptions bad;
+      bad.row_scale = e.data();
+      sgemm(ta_, false, M_, N_, K_, 1.0f, A.data(), lda, B.data(), N_, beta_, C.data(), N_, bad);
+    } catch (const Error& err) {
+      threw = err.code() == Code::InvalidArgument;
+    }
+    if (!threw) {
+      r.status = CaseResult::Fail;
+      r.detail += "; row_scale without row_src was accepted";
+    }
+    return r;
+  }
+
+ private:
+  int64_t M_, N_, K_;
+  bool ta_;
+  float beta_;
+};
+
+std::vector<std::unique_ptr<OpCase>> gemm_epilogue_cases() {
+  std::vector<std::unique_ptr<OpCase>> v;
+  v.push_back(std::make_unique<GemmEpilogueCase>(517, 64, 256, true, 0.0f));   // the head's dW shape, one K block
+  v.push_back(std::make_unique<GemmEpilogueCase>(300, 77, 1500, true, 1.0f));  // several K blocks, accumulate
+  v.push_back(std::make_unique<GemmEpilogueCase>(1, 33, 40, false, 0.0f));     // the gemv path
+  v.push_back(std::make_unique<GemmEpilogueCase>(9, 5, 0, false, 1.0f));       // K = 0: beta·C only
+  return v;
+}
+
 }  // namespace
 
 FC_REGISTER_CASES(gemm, gemm_cases);
 FC_REGISTER_CASES(gemm_grad, gemm_grad_cases);
 FC_REGISTER_CASES(gemm_perf, gemm_perf_cases);
+FC_REGISTER_CASES(gemm_epilogue, gemm_epilogue_cases);
 
 }  // namespace test
 }  // namespace fc

@@ -19,11 +19,18 @@ namespace fc {
 enum class GemmPrecision {
   F32 = 0,   // fp32 multiply, fp32 accumulate
   BF16 = 1,  // inputs rounded to bf16 (AVX-512 BF16 dot products when present), fp32 accumulate
+  TF32 = 2,  // CUDA tensor cores with tf32 inputs, fp32 accumulate; the CPU runs it as F32
 };
 
 struct GemmOptions {
   GemmPrecision precision = GemmPrecision::F32;
   int max_threads = 0;  // 0 = the whole pool
+  // Optional row epilogue (CPU): after the product, C[i, :] += row_scale[i]·row_src[i·row_src_ld + :]
+  // for every row i of C, applied to each C tile while it is still in cache (the margin head's
+  // weight-gradient projection). Both null: no epilogue.
+  const float* row_scale = nullptr;
+  const float* row_src = nullptr;
+  int64_t row_src_ld = 0;
 };
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

@@ -237,7 +237,23 @@ struct Problem {
   float beta;
   float* C;
   int64_t ldc;
+  // Row epilogue (GemmOptions::row_scale / row_src): C[i, :] += es[i]·esrc[i·eld + :]; null = none.
+  const float* es = nullptr;
+  const float* esrc = nullptr;
+  int64_t eld = 0;
 };
+
+// The row epilogue on C[r0:r1, c0:c1].
+void apply_epilogue(const Problem& pb, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  if (!pb.es) return;
+  for (int64_t i = r0; i < r1; ++i) {
+    const float e = pb.es[i];
+    if (e == 0.0f) continue;
+    float* cr = pb.C + i * pb.ldc;
+    const float* sr = pb.esrc + i * pb.eld;
+    for (int64_t j = c0; j < c1; ++j) cr[j] += e * sr[j];
+  }
+}
 
 struct Plan {
   MicroKernel kern;
@@ -324,6 +340,8 @@ void run_rect(const Plan& pl, const Problem& pb, int64_t r0, int64_t r1, int64_t
               pl.kern(kcur, ap, bp, ldbp, cc + ir * pb.ldc, pb.ldc, m, n, pb.alpha, beta);
             }
           }
+          // The tile is final after the last K block: the epilogue runs while it is in cache.
+          if (pc + kcur >= pb.K) apply_epilogue(pb, ic, ic + mcur, jc + j0, jc + j1);
         }
       }
     }
@@ -460,10 +478,12 @@ void run_sgemm(const KernelSet& ks, const Problem& pb, bool bf16, bool native, i
   if (pb.M == 0 || pb.N == 0) return;
   if (pb.K == 0 || pb.alpha == 0.0f) {
     scale_c(pb);
+    apply_epilogue(pb, 0, pb.M, 0, pb.N);
     return;
   }
   if (!bf16 && (pb.M == 1 || pb.N == 1)) {
     run_gemv(ks, pb, max_threads);
+    apply_epilogue(pb, 0, pb.M, 0, pb.N);
     return;
   }
   run_packed(ks, bf16, native, pb, max_threads);
@@ -575,12 +595,21 @@ bool native_bf16(Level level) {
 
 void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                 int precision, int max_threads) {
+                 int precision, int max_threads, const GemmOptions* epilogue) {
   validate(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, precision, max_threads);
+  if (epilogue && (epilogue->row_scale || epilogue->row_src))
+    FC_CHECK(epilogue->row_scale && epilogue->row_src && epilogue->row_src_ld >= N, InvalidArgument,
+             "Expected both row_scale and row_src, with row_src_ld >= N (", N, ") but received row_src_ld ",
+             epilogue->row_src_ld);
   const KernelSet* ks = kernels_for(level);
   FC_CHECK(ks != nullptr, InvalidArgument, "Expected a SIMD level this CPU supports but received level ",
            static_cast<int>(level));
-  const Problem pb{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  Problem pb{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  if (epilogue && epilogue->row_scale) {
+    pb.es = epilogue->row_scale;
+    pb.esrc = epilogue->row_src;
+    pb.eld = epilogue->row_src_ld;
+  }
   const bool bf16 = precision == 1;
   run_sgemm(*ks, pb, bf16, bf16 && native_bf16(level), max_threads);
 }
@@ -589,8 +618,10 @@ void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, 
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmOptions& opts) {
+  const int p = static_cast<int>(opts.precision);
+  FC_CHECK(p >= 0 && p <= 2, InvalidArgument, "Expected precision F32 (0), BF16 (1) or TF32 (2) but received ", p);
   gemm::sgemm_level(gemm::current_level(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                    static_cast<int>(opts.precision), opts.max_threads);
+                    p == 1 ? 1 : 0, opts.max_threads, &opts);  // TF32 runs as fp32 on the CPU
 }
 
 const char* sgemm_kernel_name(GemmPrecision p) {

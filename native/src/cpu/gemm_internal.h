@@ -23,6 +23,7 @@
 // anonymous namespaces and do not include engine headers with inline code.
 #pragma once
 
+#include "facecuda/gemm.h"
 #include <cstdint>
 
 namespace fc {
@@ -89,7 +90,7 @@ bool native_bf16(Level level);
 // cannot run `level`.
 void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                 int precision, int max_threads);
+                 int precision, int max_threads, const fc::GemmOptions* epilogue = nullptr);
 
 // Rounds fp32 to bf16 bits, round to nearest even (NaN stays NaN). The driver's packers use it.
 uint16_t to_bf16(float x);
