@@ -623,8 +623,10 @@ std::vector<std::unique_ptr<OpCase>> invalid_cases() {
   };
   add("C=1", Code::InvalidArgument, "num_classes", [] { MarginHead h(4, 1, MarginParams(), HeadOptions(), Device::cpu()); });
   add("D=0", Code::InvalidArgument, "embedding_size", [] { MarginHead h(0, 5, MarginParams(), HeadOptions(), Device::cpu()); });
-  add("cuda device", Code::NotImplemented, "the CUDA margin head is not implemented yet",
+#if !FACECUDA_WITH_CUDA
+  add("cuda device without the CUDA backend", Code::CudaUnavailable, "CUDA is not available",
       [] { MarginHead h(4, 5, MarginParams(), HeadOptions(), Device::cuda(0)); });
+#endif
   add("x 1-D", Code::ShapeMismatch, "x", [=] { head()->forward(ftensor({4}), itensor({0})); });
   add("x wrong D", Code::ShapeMismatch, "4 columns", [=] { head()->forward(ftensor({2, 3}), itensor({0, 1})); });
   add("x int32", Code::InvalidArgument, "float32", [=] {

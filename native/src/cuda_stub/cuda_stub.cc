@@ -2,6 +2,7 @@
 // @brief The CUDA API of facecuda/cuda.h for builds without nvcc: status() says why there is no CUDA
 // backend, libraries() lists the libraries as not searched, and every other call throws
 // CUDA_UNAVAILABLE with that reason (device_free(nullptr) excepted: freeing nothing is a no-op).
+#include "common/head_kernels.h"
 #include "facecuda/cuda.h"
 #include "facecuda/error.h"
 
@@ -63,4 +64,8 @@ void sgemm(int, bool, bool, int64_t, int64_t, int64_t, float, const float*, int6
 }
 
 }  // namespace cuda
+
+namespace heads {
+std::unique_ptr<Kernels> make_cuda_kernels(const Device&, GemmPrecision) { cuda::unavailable(); }
+}  // namespace heads
 }  // namespace fc
