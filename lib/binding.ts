@@ -85,23 +85,91 @@ export declare namespace Binding {
     numDriverAllocs: number;
   }
 
+  /** What a forward reports: the mean loss (NaN on a sharded head) and B entries per array. */
+  interface NativeForwardStats {
+    loss: number;
+    rowMax: Float32Array;
+    rowSumExp: Float64Array;
+    /** NaN where the row's target class is not on this head. */
+    targetLogit: Float32Array;
+  }
+
+  interface NativeHeadState {
+    step: number;
+    batchMean: number;
+    batchStd: number;
+    lambda: number;
+  }
+
+  /** The options object of `new NativeMarginHead(...)`; a missing key takes the engine default. */
+  interface NativeMarginHeadOptions {
+    embeddingSize: number;
+    numClasses: number;
+    /** fc::MarginKind: Norm 0, Cos 1, Arc 2, Combined 3, Ada 4, Elastic 5, Sphere 6, Softmax 7. */
+    kind: number;
+    device: string;
+    scale?: number;
+    m1?: number;
+    m2?: number;
+    m3?: number;
+    easyMargin?: boolean;
+    fallback?: boolean;
+    straightThrough?: boolean;
+    adaH?: number;
+    adaTAlpha?: number;
+    adaEps?: number;
+    elasticStd?: number;
+    elasticCos?: boolean;
+    elasticPlus?: boolean;
+    sphereBase?: number;
+    sphereGamma?: number;
+    spherePower?: number;
+    sphereMin?: number;
+    precision?: 'fp32' | 'tf32' | 'bf16';
+    maxChunkBytes?: number;
+    threads?: number;
+    subCenters?: number;
+    sampleRate?: number;
+    seed?: number;
+    classStart?: number;
+    /** 0 or missing: every class (not sharded). */
+    numLocalClasses?: number;
+  }
+
   interface NativeMarginHead {
     initNormal(std: number, seed: number): Promise<void>;
-    setWeight(w: NativeTensor): Promise<void>;
+    setWeight(w: Float32Array | NativeTensor): Promise<void>;
     getWeight(): Promise<Float32Array>;
-    forward(x: NativeTensor, labels: NativeTensor): Promise<number>;
-    backward(): Promise<{ gradEmbeddings: NativeTensor; gradWeight: NativeTensor }>;
+    setBias(b: Float32Array | NativeTensor): Promise<void>;
+    getBias(): Promise<Float32Array>;
+    forward(x: NativeTensor, labels: NativeTensor): Promise<NativeForwardStats>;
+    backward(accumulate: boolean, rowMax?: Float32Array, rowSumExp?: Float64Array): Promise<{
+      gradEmbeddings: NativeTensor;
+      gradWeight: NativeTensor;
+      gradBias?: NativeTensor;
+    }>;
+    parameters(): Promise<{ weight: NativeTensor; gradWeight?: NativeTensor; bias?: NativeTensor; gradBias?: NativeTensor }>;
     logits(x: NativeTensor): Promise<NativeTensor>;
+    setTraining(training: boolean): Promise<void>;
+    sampledClasses(): Promise<Int32Array>;
+    lastMargins(): Promise<Float64Array>;
+    state(): Promise<NativeHeadState>;
+    setState(state: { step?: number; batchMean?: number; batchStd?: number }): Promise<void>;
     lastChunkBytes(): number;
     dispose(): void;
   }
 
+  interface NativeCenterLoss {
+    setCenters(c: Float32Array | NativeTensor): Promise<void>;
+    getCenters(): Promise<Float32Array>;
+    forward(x: NativeTensor, labels: NativeTensor): Promise<number>;
+    backward(updateCenters: boolean): Promise<NativeTensor>;
+    dispose(): void;
+  }
+
   interface Addon {
-    NativeMarginHead: new (
-      embeddingSize: number, numClasses: number, kind: number, scale: number, m1: number, m2: number, m3: number,
-      easyMargin: boolean, fallback: boolean, straightThrough: boolean, precision: string, maxChunkBytes: number,
-      threads: number, device: string,
-    ) => NativeMarginHead;
+    NativeMarginHead: new (options: NativeMarginHeadOptions) => NativeMarginHead;
+    NativeCenterLoss: new (options: { embeddingSize: number; numClasses: number; lambda: number; alpha: number; device: string }) => NativeCenterLoss;
     init(errorClass: typeof FacecudaError): void;
     tensorFromData(data: NativeArray, shape: number[], dtype: DTypeName, device: string): NativeTensor;
     tensorZeros(shape: number[], dtype: DTypeName, device: string): NativeTensor;

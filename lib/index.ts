@@ -11,7 +11,11 @@ export { FacecudaError, FacecudaTypeError, FacecudaRangeError, ErrorCode } from 
 export { Tensor, TensorData, TensorOptions, DType, DTYPES, MAX_RANK, toBfloat16, toFloat16 } from './tensor';
 export { resolveDevice, cudaAvailable, cudaStatus, autoDeviceReason, DeviceSpec, DeviceName } from './device';
 export { gemm, GemmOptions, Precision } from './ops';
-export { MarginHead, NormFaceHead, CosFaceHead, ArcFaceHead, CombinedMarginHead, HeadOptions, HeadGradients } from './heads';
+export {
+  MarginHead, SoftmaxHead, NormFaceHead, SphereFaceHead, CosFaceHead, ArcFaceHead, CombinedMarginHead, AdaFaceHead, ElasticFaceHead,
+  CenterLoss, combineShardStats, HeadOptions, NormalizedHeadOptions, HeadPrecision, HeadForwardResult, BackwardOptions, HeadGradients,
+  HeadParameters, HeadState, AdaFaceState, SphereFaceState, SphereFaceLambda, ShardStats, CombinedShardStats, CenterLossOptions,
+} from './heads';
 import * as system from './system';
 export { system };
 export { version } from './system';

@@ -1,7 +1,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { ArcFaceHead, CombinedMarginHead, CosFaceHead, FacecudaError, MarginHead, NormFaceHead, Tensor } from '../../lib';
+import {
+  AdaFaceHead, ArcFaceHead, CenterLoss, CombinedMarginHead, combineShardStats, CosFaceHead, ElasticFaceHead, FacecudaError,
+  MarginHead, NormFaceHead, SoftmaxHead, SphereFaceHead, Tensor,
+} from '../../lib';
 import { randomFloats, rng, SEED } from '../helpers';
 
 interface FixtureCase {
@@ -19,28 +22,81 @@ interface FixtureCase {
   gradW: number[];
 }
 
-const fixturePath = path.resolve(__dirname, '..', 'fixtures', 'heads.json');
-const fixtures: { cases: FixtureCase[] } | null = fs.existsSync(fixturePath) ? JSON.parse(fs.readFileSync(fixturePath, 'utf8')) : null;
+/** One training step of a version-2 case (the top level of a case is its step 0). */
+interface FixtureStep {
+  x: number[];
+  labels: number[];
+  loss: number;
+  gradX: number[];
+  gradW?: number[];
+  gradBias?: number[];
+  margins?: number[];
+  sampled?: number[];
+  state?: Record<string, number>;
+}
 
-function makeHead(kind: FixtureCase['head'], options: Record<string, unknown>): MarginHead {
-  const o = { device: 'cpu', ...options } as never;
-  switch (kind) {
-    case 'NormFaceHead': return new NormFaceHead(o);
-    case 'CosFaceHead': return new CosFaceHead(o);
-    case 'ArcFaceHead': return new ArcFaceHead(o);
-    case 'CombinedMarginHead': return new CombinedMarginHead(o);
-  }
+interface FixtureShard {
+  classStart: number;
+  numLocalClasses: number;
+  rowMax: number[];
+  rowSumExp: number[];
+  targetLogit: (number | null)[];
+  gradX: number[];
+  gradW: number[];
+}
+
+/** A version-2 case (`extendedCases`): any head, optionally several steps, shards or a center loss. */
+interface ExtendedCase extends FixtureStep {
+  name: string;
+  head: string;
+  options: Record<string, unknown>;
+  note?: string;
+  B: number;
+  C: number;
+  D: number;
+  K?: number;
+  w?: number[];
+  bias?: number[];
+  steps?: FixtureStep[];
+  shards?: FixtureShard[];
+  centers?: number[];
+  centersAfter?: number[];
+}
+
+const fixturePath = path.resolve(__dirname, '..', 'fixtures', 'heads.json');
+const fixtures: { cases: FixtureCase[]; extendedCases?: ExtendedCase[] } | null = fs.existsSync(fixturePath)
+  ? JSON.parse(fs.readFileSync(fixturePath, 'utf8'))
+  : null;
+
+const HEADS: Record<string, new (o: never) => MarginHead> = {
+  SoftmaxHead, NormFaceHead, SphereFaceHead, CosFaceHead, ArcFaceHead, CombinedMarginHead, AdaFaceHead, ElasticFaceHead,
+};
+
+function makeHead(kind: string, options: Record<string, unknown>): MarginHead {
+  const Ctor = HEADS[kind];
+  if (!Ctor) throw new Error(`unknown head ${kind}`);
+  return new Ctor({ device: 'cpu', ...options } as never);
 }
 
 // fp32 cosines carry ~1e-7 relative error; the scale s (≤ 64) multiplies it inside the exponentials,
 // so probabilities and gradients are good to about 64·1e-7·(a few) relative to their largest entry.
 // 2e-4 of the largest magnitude leaves a margin of ~10 and still catches any formula error (≥ 1e-2).
-function expectClose(got: ArrayLike<number>, want: readonly number[], what: string): void {
+function expectClose(got: ArrayLike<number>, want: readonly number[], what: string, tol = 2e-4): void {
   expect(got.length).toBe(want.length);
   const scale = Math.max(1e-30, ...want.map(Math.abs));
   let worst = 0;
   for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / scale);
-  if (!(worst <= 2e-4)) throw new Error(`${what}: max error ${worst} of the largest magnitude ${scale}`);
+  if (!(worst <= tol)) throw new Error(`${what}: max error ${worst} of the largest magnitude ${scale}`);
+}
+
+// Loss: float32 logits of magnitude ≤ 64 carry ~1e-5 absolute error; 1e-4 relative (at least 1e-4
+// absolute) is 10× that and far below any formula error.
+function expectLoss(got: number, want: number, what = 'loss'): void {
+  if (!(Math.abs(got - want) <= 1e-4 * Math.max(1, Math.abs(want)))) throw new Error(`${what}: ${got} vs ${want}`);
+}
+
+async function values(t: Tensor): Promise<Float32Array> {
+  return (await t.toArray()) as Float32Array;
 }
 
 (fixtures ? describe : describe.skip)('heads match the independent float64 reference (test/fixtures/heads.json)', () => {
@@ -60,6 +116,112 @@ function expectClose(got: ArrayLike<number>, want: readonly number[], what: stri
         head.dispose();
       });
     }
+  }
+});
+
+/** Runs the steps of an extended case on one head (state carries over; W stays as set). */
+async function runSteps(head: MarginHead, c: ExtendedCase, rows: number): Promise<void> {
+  await head.setWeight(Float32Array.from(c.w ?? []));
+  if (c.bias) await (head as SoftmaxHead).setBias(Float32Array.from(c.bias));
+  const steps: FixtureStep[] = c.steps ?? [c];
+  for (const [t, st] of steps.entries()) {
+    const at = steps.length > 1 ? ` (step ${t})` : '';
+    const r = await head.forward(Float32Array.from(st.x), Int32Array.from(st.labels));
+    expectLoss(r.loss, st.loss, `loss${at}`);
+    if (st.margins) expectClose(await (head as ElasticFaceHead).lastMargins(), st.margins, `margins${at}`, 1e-12);
+    if (st.sampled) expect(Array.from(await head.sampledClasses())).toEqual(st.sampled);
+    if (st.state) {
+      const s = (await head.state()) as unknown as Record<string, number>;
+      for (const [k, v] of Object.entries(st.state)) {
+        // The EMA statistics average feature norms computed from float32 data: 1e-6 relative.
+        if (!(Math.abs(s[k] - v) <= 1e-6 * Math.max(1, Math.abs(v)))) throw new Error(`state.${k}${at}: ${s[k]} vs ${v}`);
+      }
+    }
+    const g = await head.backward();
+    expect(g.gradEmbeddings.shape).toEqual([st.labels.length, c.D]);
+    expect(g.gradWeight.shape).toEqual([rows, c.D]);
+    expectClose(await values(g.gradEmbeddings), st.gradX, `gradEmbeddings${at}`);
+    if (st.gradW) expectClose(await values(g.gradWeight), st.gradW, `gradWeight${at}`);
+    if (st.gradBias) expectClose(await values(g.gradBias!), st.gradBias, `gradBias${at}`);
+  }
+}
+
+async function runShards(c: ExtendedCase): Promise<void> {
+  const K = c.K ?? 1;
+  const x = Float32Array.from(c.x);
+  const labels = Int32Array.from(c.labels);
+  const heads = c.shards!.map((sh) =>
+    makeHead(c.head, { embeddingSize: c.D, numClasses: c.C, ...c.options, classStart: sh.classStart, numLocalClasses: sh.numLocalClasses }),
+  );
+  const stats = [];
+  for (const [r, sh] of c.shards!.entries()) {
+    const rows = sh.numLocalClasses * K;
+    await heads[r].setWeight(Float32Array.from(c.w!.slice(sh.classStart * K * c.D, sh.classStart * K * c.D + rows * c.D)));
+    const f = await heads[r].forward(x, labels);
+    expect(Number.isNaN(f.loss)).toBe(true);
+    for (let i = 0; i < c.B; i++) {
+      // Logits ≤ 64 in float32: rowMax to 1e-4 absolute; Σexp relative 1e-3 (exponentials amplify 1e-5).
+      expect(Math.abs(f.rowMax[i] - sh.rowMax[i])).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(sh.rowMax[i])));
+      expect(Math.abs(f.rowSumExp[i] - sh.rowSumExp[i])).toBeLessThanOrEqual(1e-3 * sh.rowSumExp[i]);
+      const tl = sh.targetLogit[i];
+      if (tl === null) expect(Number.isNaN(f.targetLogit[i])).toBe(true);
+      else expect(Math.abs(f.targetLogit[i] - tl)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(tl)));
+    }
+    stats.push(f);
+  }
+  const global = combineShardStats(stats);
+  expectLoss(global.loss, c.loss, 'combined loss');
+  const sumX = new Float64Array(c.B * c.D);
+  const catW: number[] = [];
+  for (const [r, sh] of c.shards!.entries()) {
+    const g = await heads[r].backward({ rowMax: global.rowMax, rowSumExp: global.rowSumExp });
+    const gx = await values(g.gradEmbeddings);
+    const gw = await values(g.gradWeight);
+    expectClose(gx, sh.gradX, `shard ${r} gradEmbeddings`);
+    expectClose(gw, sh.gradW, `shard ${r} gradWeight`);
+    gx.forEach((v, i) => (sumX[i] += v));
+    catW.push(...gw);
+    heads[r].dispose();
+  }
+  expectClose(sumX, c.gradX, 'Σ shards gradEmbeddings');
+  expectClose(catW, c.gradW!, 'concatenated gradWeight');
+}
+
+async function runCenterLoss(c: ExtendedCase): Promise<void> {
+  const center = new CenterLoss({ embeddingSize: c.D, numClasses: c.C, device: 'cpu', ...(c.options as object) } as never);
+  await center.setCenters(Float32Array.from(c.centers!));
+  const { loss } = await center.forward(Float32Array.from(c.x), Int32Array.from(c.labels));
+  // A sum of squares of float32 differences: 1e-5 relative.
+  expect(Math.abs(loss - c.loss)).toBeLessThanOrEqual(1e-5 * Math.abs(c.loss));
+  const { gradEmbeddings } = await center.backward();
+  expectClose(await values(gradEmbeddings), c.gradX, 'gradEmbeddings', 1e-5);
+  if (c.centersAfter) expectClose(await center.getCenters(), c.centersAfter, 'centers after the update', 1e-5);
+  center.dispose();
+}
+
+(fixtures?.extendedCases ? describe : describe.skip)('extended heads match the float64 reference (extendedCases)', () => {
+  for (const c of fixtures?.extendedCases ?? []) {
+    const known = c.head === 'CenterLoss' || c.head in HEADS;
+    if (!known) {
+      it.skip(`${c.name}: skipped, unknown head '${c.head}' in the fixture file`, () => undefined);
+      continue;
+    }
+    const label = `${c.head} ${c.name}`;
+    if (c.head === 'CenterLoss') {
+      it(label, () => runCenterLoss(c));
+      continue;
+    }
+    const K = c.K ?? ((c.options.subCenters as number | undefined) ?? 1);
+    const chunked = [undefined, 4 * c.B * 2 * (K > 1 ? 2 + K : 1)];
+    for (const maxChunkBytes of chunked) {
+      it(`${label}${maxChunkBytes ? ' (chunked)' : ''}`, async () => {
+        const head = makeHead(c.head, { embeddingSize: c.D, numClasses: c.C, ...c.options, ...(maxChunkBytes ? { maxChunkBytes } : {}) });
+        await runSteps(head, c, c.C * K);
+        if (maxChunkBytes) expect(head.lastChunkBytes()).toBeLessThanOrEqual(maxChunkBytes);
+        head.dispose();
+      });
+    }
+    if (c.shards) it(`${label}: sharded`, () => runShards(c));
   }
 });
 
@@ -165,12 +327,18 @@ describe('head API', () => {
 
   it('an explicit CUDA device never falls back', () => {
     let err: unknown;
+    let head: ArcFaceHead | undefined;
     try {
-      new ArcFaceHead({ embeddingSize: 8, numClasses: 10, device: 'cuda' });
+      head = new ArcFaceHead({ embeddingSize: 8, numClasses: 10, device: 'cuda' });
     } catch (e) {
       err = e;
     }
+    if (head) {
+      expect(head.device).toBe('cuda:0'); // a GPU machine
+      head.dispose();
+      return;
+    }
     expect(err).toBeInstanceOf(FacecudaError);
-    expect(['CUDA_UNAVAILABLE', 'NOT_IMPLEMENTED']).toContain((err as FacecudaError).code);
+    expect((err as FacecudaError).code).toBe('CUDA_UNAVAILABLE');
   });
 });
