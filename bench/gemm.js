@@ -119,7 +119,7 @@ async function runCpu(fc, info, shapes, opts) {
       let npReason = peerReason;
       if (!npReason && precision !== 'fp32') npReason = `numpy has no ${precision} GEMM`;
       if (!npReason) {
-        const r = h.runPeer(peerScript, { shapes: [peerShape(s)], freshOutput: true, ...peerTiming }, { env: peerEnv(T) });
+        const r = h.runPeer(peerScript, { shapes: [peerShape(s)], freshOutput: true, ...peerTiming }, { env: peerEnv(T), python: probe.python });
         if (r.skipped) npReason = r.reason;
         else np = r.results[0];
       }
@@ -199,7 +199,7 @@ async function runCuda(fc, info, shapes, opts) {
       let tp = null;
       let tReason = peerReason;
       if (!tReason) {
-        const r = h.runPeer(peerScript, { shapes: [peerShape(s)], precision, warmup: timing.warmup, minReps: timing.minReps, minSeconds: timing.minSeconds });
+        const r = h.runPeer(peerScript, { shapes: [peerShape(s)], precision, warmup: timing.warmup, minReps: timing.minReps, minSeconds: timing.minSeconds }, { python: probe.python });
         if (r.skipped) tReason = r.reason;
         else tp = r.results[0];
       }

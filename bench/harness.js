@@ -67,24 +67,44 @@ const fixed = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 const pct = (x) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : '-');
 
 /**
- * Runs a peer script: `python3 script` with `request` as JSON on stdin and `env` added (keys with
- * value undefined are removed from the environment). Returns the parsed JSON, or
- * { skipped: true, reason } when python3 or the peer's module is missing or the peer fails.
+ * Runs a peer script: `python script` with `request` as JSON on stdin and `env` added (keys with
+ * value undefined are removed from the environment). The interpreter is `python` when given, else
+ * the first of $FACECUDA_PYTHON, python3 and /usr/bin/python3 that imports every module in
+ * `requires` (a pyenv python3 may lack a Debian-packaged torch that the system one has). Returns the
+ * parsed JSON, or { skipped: true, reason } when no interpreter has the peer's modules or the peer fails.
  */
-function runPeer(script, request, { env = {}, requires = [], timeoutMs = 30 * 60 * 1000, python = 'python3' } = {}) {
+function runPeer(script, request, { env = {}, requires = [], timeoutMs = 30 * 60 * 1000, python = null } = {}) {
   const childEnv = { ...process.env };
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined) delete childEnv[k];
     else childEnv[k] = String(v);
   }
-  for (const mod of requires) {
-    const probe = spawnSync(python, ['-c', `import ${mod}`], { env: childEnv, encoding: 'utf8' });
-    if (probe.error) return { skipped: true, reason: `${python} not runnable: ${probe.error.message}` };
-    if (probe.status !== 0) {
-      const last = (probe.stderr || '').trim().split('\n').pop();
-      return { skipped: true, reason: `${python} cannot import ${mod}: ${last}` };
+  const candidates = python ? [python] : [process.env.FACECUDA_PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean);
+  const reasons = [];
+  let chosen = null;
+  for (const py of [...new Set(candidates)]) {
+    let ok = true;
+    for (const mod of requires) {
+      const probe = spawnSync(py, ['-c', `import ${mod}`], { env: childEnv, encoding: 'utf8' });
+      if (probe.error) {
+        reasons.push(`${py} not runnable: ${probe.error.message}`);
+        ok = false;
+        break;
+      }
+      if (probe.status !== 0) {
+        const last = (probe.stderr || '').trim().split('\n').pop();
+        reasons.push(`${py} cannot import ${mod}: ${last}`);
+        ok = false;
+        break;
+      }
+    }
+    if (ok) {
+      chosen = py;
+      break;
     }
   }
+  if (!chosen) return { skipped: true, reason: reasons.join('; ') };
+  python = chosen;
   const r = spawnSync(python, [script], {
     input: JSON.stringify(request),
     env: childEnv,
@@ -98,7 +118,7 @@ function runPeer(script, request, { env = {}, requires = [], timeoutMs = 30 * 60
     return { skipped: true, reason: `${script} exited with ${r.status}: ${last}` };
   }
   try {
-    return JSON.parse(r.stdout);
+    return { ...JSON.parse(r.stdout), python };  // callers pass `python` back to reuse the interpreter
   } catch (e) {
     return { skipped: true, reason: `${script} printed no JSON (${e.message})` };
   }

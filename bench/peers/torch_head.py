@@ -1,7 +1,11 @@
 """PyTorch eager peer for bench/heads.js: normalize -> linear -> ArcFace margin -> cross entropy.
 
 Reads JSON on stdin: {"shapes": [{"B", "C", "D"}], "threads", "warmup", "minReps", "minSeconds",
-"device": "cpu"|"cuda", "autocast": bool}; prints {"version", "results": [{"medianSeconds", ...}]}.
+"device": "cpu"|"cuda", "autocast": bool}; prints {"version", "device", "results": [{"medianSeconds",
+"extraBytes", ...}]}. On CUDA, extraBytes is torch.cuda.max_memory_allocated() during the steps minus
+what the parameters, their gradients and the inputs hold (the head's extra memory); null on the CPU.
+With autocast the GEMM runs in bf16 (torch.autocast) and the margin / softmax in fp32, the way
+arcface_torch's users run it.
 The margin is the exact ArcFace with the th/mm fallback (s=64, m=0.5), written with autograd the way a
 user would: F.normalize, F.linear, torch.where on the target column, F.cross_entropy.
 """
@@ -46,6 +50,11 @@ def main():
 
         for _ in range(int(req.get("warmup", 2))):
             step()
+        base = None
+        if device == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
         times = []
         t_end = time.perf_counter() + float(req.get("minSeconds", 1.0))
         while len(times) < int(req.get("minReps", 5)) or time.perf_counter() < t_end:
@@ -53,8 +62,30 @@ def main():
             step()
             times.append(time.perf_counter() - t0)
         times.sort()
-        results.append({"B": B, "C": C, "D": D, "medianSeconds": times[len(times) // 2], "reps": len(times)})
-    print(json.dumps({"version": torch.__version__, "results": results}))
+        extra = None
+        if device == "cuda":
+            extra = torch.cuda.max_memory_allocated() - base
+        results.append({"B": B, "C": C, "D": D, "medianSeconds": times[len(times) // 2], "reps": len(times),
+                         "extraBytes": extra, "autocast": bool(req.get("autocast"))})
+        del x, w, labels
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    print(json.dumps({"version": torch.__version__, "device": name, "blas": blas_rate(torch), "results": results}))
+
+
+def blas_rate(torch):
+    """The peer's own fp32 matmul rate (2048^3), so a slow BLAS build is visible next to its times."""
+    if torch.cuda.is_available():
+        return None
+    a = torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ a
+    t0 = time.perf_counter()
+    for _ in range(3):
+        a @ a
+    dt = (time.perf_counter() - t0) / 3
+    return "matmul 2048^3 %.0f GFLOP/s" % (2 * 2048 ** 3 / dt / 1e9)
 
 
 if __name__ == "__main__":

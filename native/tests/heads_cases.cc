@@ -1,5 +1,5 @@
 // @file heads_cases.cc
-// @brief Harness cases for fc::MarginHead and fc::margin_psi (native/src/cpu/margin_head.cc,
+// @brief Harness cases for fc::MarginHead and fc::margin_psi (native/src/common/margin_head.cc over the CPU passes,
 // native/src/common/margin_math.h).
 //
 //   test  forward loss, ∂L/∂x and ∂L/∂W of every margin kind/option (NormFace; CosFace 0.35; ArcFace

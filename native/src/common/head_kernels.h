@@ -1,6 +1,6 @@
 // @file head_kernels.h
 // @brief The device passes of the fused margin head (and the center loss): one interface, a CPU
-// implementation (native/src/cpu/margin_head.cc) and a CUDA one (native/src/cuda/head_kernels.cu).
+// implementation (native/src/cpu/head_kernels.cc) and a CUDA one (native/src/cuda/head_kernels.cu).
 // The orchestration (chunking, the online log-sum-exp merge across chunks, the per-row margin
 // tables, AdaFace statistics, ElasticFace draws, Partial FC sampling, shards, the loss) is written
 // once in native/src/common/margin_head.cc on top of these passes.

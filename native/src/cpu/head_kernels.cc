@@ -68,7 +68,7 @@ double sumsq(const float* v, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-// ---- row kernels (portable; margin_head_avx512.cc has the same contract)
+// ---- row kernels (portable; head_kernels_avx512.cc has the same contract)
 
 void scale_logits_portable(float* c, const float* wv, int64_t n, float s, float* z) {
   for (int64_t j = 0; j < n; ++j) {

@@ -1,5 +1,5 @@
-// @file margin_head_avx512.cc
-// @brief AVX-512 row kernels of the CPU margin head's element passes (margin_head.cc dispatches to
+// @file head_kernels_avx512.cc
+// @brief AVX-512 row kernels of the CPU margin head's element passes (head_kernels.cc dispatches to
 // them when fc::simd_level() is Avx512; the portable versions there define the contract).
 // All pointers are rows of `n` elements; sums accumulate in double (8 lanes, then a fixed-order
 // horizontal sum), so results depend only on the data, not on threads.
