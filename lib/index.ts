@@ -19,3 +19,9 @@ export {
 import * as system from './system';
 export { system };
 export { version } from './system';
+export { readSafetensors, readSafetensorsHeader, parseSafetensors, writeSafetensors, SAFETENSORS_DTYPES, MAX_HEADER_LENGTH, SafetensorsDType, SafetensorsArray, SafetensorsTensorInfo, SafetensorsHeader, SafetensorsEntry, ParsedSafetensors, RawTensor, ReadSafetensorsOptions, ReadSafetensorsResult } from './safetensors';
+export {
+  iresnetArch, mobileFaceNetArch, mobileFaceNetLargeArch, backboneArch, inferShapes, parameterCount, trainableParameterCount, macs,
+  stateDictTensors, arcfacePreprocessing, alignmentTemplate, ARCFACE_TEMPLATE_112, BACKBONE_NAMES, BackboneArch, ArchNode, TensorSpec,
+  Preprocessing, AlignmentTemplate, IResNetDepth,
+} from './backbones/arch';

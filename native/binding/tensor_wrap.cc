@@ -91,10 +91,15 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
     fc::DType dtype = r.dtype;
     job->build = [bytes, dtype](Napi::Env env) -> Napi::Value {
       size_t n = bytes->size();
-      auto* holder = new std::vector<char>(std::move(*bytes));
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-          env, holder->empty() ? nullptr : holder->data(), n,
-          [](Napi::Env, void*, std::vector<char>* h) { delete h; }, holder);
+      Napi::ArrayBuffer ab;
+      if (n == 0) {
+        // An external buffer over no memory is created detached by V8: use a plain empty one.
+        ab = Napi::ArrayBuffer::New(env, 0);
+      } else {
+        auto* holder = new std::vector<char>(std::move(*bytes));
+        ab = Napi::ArrayBuffer::New(
+            env, holder->data(), n, [](Napi::Env, void*, std::vector<char>* h) { delete h; }, holder);
+      }
       size_t es = fc::dtype_size(dtype);
       switch (dtype) {
         case fc::DType::F32: return Napi::Float32Array::New(env, n / es, ab, 0);

@@ -47,7 +47,11 @@ describe('Tensor on the CPU', () => {
     const ints = Tensor.from([1, -2, 3], [3], { device: 'cpu', dtype: 'int32' });
     expect(Array.from((await ints.toArray()) as Int32Array)).toEqual([1, -2, 3]);
     const empty = Tensor.from(new Float32Array(0), [0, 4], { device: 'cpu' });
-    expect((await empty.toArray()).length).toBe(0);
+    const none = await empty.toArray();
+    expect(none.length).toBe(0);
+    // A usable (not detached) buffer: views and copies of it work.
+    expect(Array.from(none as Float32Array)).toEqual([]);
+    expect(new Uint8Array(none.buffer, 0, 0).length).toBe(0);
   });
 
   it('converts float32 values to float16 and bfloat16 words with round-to-nearest-even', () => {
