@@ -25,3 +25,4 @@ export {
   stateDictTensors, arcfacePreprocessing, alignmentTemplate, ARCFACE_TEMPLATE_112, BACKBONE_NAMES, BackboneArch, ArchNode, TensorSpec,
   Preprocessing, AlignmentTemplate, IResNetDepth,
 } from './backbones/arch';
+export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
