@@ -26,3 +26,4 @@ export {
   Preprocessing, AlignmentTemplate, IResNetDepth,
 } from './backbones/arch';
 export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
+export { Backbone, IResNet, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';

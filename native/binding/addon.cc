@@ -143,6 +143,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports);
   register_system(env, exports);
   register_heads(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

@@ -102,5 +102,6 @@ TensorRef arg_tensor(const Napi::CallbackInfo& info, size_t i, const char* name)
 void register_ops(Napi::Env env, Napi::Object exports);
 void register_system(Napi::Env env, Napi::Object exports);
 void register_heads(Napi::Env env, Napi::Object exports);
+void register_model(Napi::Env env, Napi::Object exports);
 
 }  // namespace fcb

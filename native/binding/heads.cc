@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "addon.h"
+#include "holder.h"
 #include "facecuda/cuda.h"
 #include "facecuda/heads.h"
 
@@ -172,43 +173,11 @@ void fill_normal(float* p, int64_t n, double stddev, uint64_t seed) {
   }
 }
 
-// The engine object behind a wrap, built now (CPU) or on the queue thread (CUDA).
-template <typename T>
-struct Holder {
-  std::unique_ptr<T> obj;
-  std::exception_ptr error;
-  T& get() {
-    if (error) std::rethrow_exception(error);
-    FC_CHECK(obj != nullptr, Disposed, "this object has been disposed");
-    return *obj;
-  }
-};
-
-// Builds `make()` into a holder: at once on the CPU, on the device's queue for CUDA.
-template <typename T, typename F>
-std::shared_ptr<Holder<T>> build_on_device(const fc::Device& device, F make) {
-  auto holder = std::make_shared<Holder<T>>();
-  if (device.is_cpu()) {
-    holder->obj = make();
-  } else {
-    fc::cuda::require_device(device.index);
-    post(device, [holder, make]() {
-      try {
-        holder->obj = make();
-      } catch (...) {
-        holder->error = std::current_exception();
-      }
-    });
-  }
-  return holder;
-}
-
 // ------------------------------------------------------------------------------------------------
 // NativeMarginHead
 
-class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
+class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead>, private HeldObject<fc::MarginHead> {
  public:
-  using H = Holder<fc::MarginHead>;
 
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeMarginHead",
@@ -235,7 +204,7 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
   //   sphereGamma, spherePower, sphereMin, precision, maxChunkBytes, threads, subCenters, sampleRate,
   //   seed, classStart, numLocalClasses, device })
   // Missing keys take the engine's defaults; numLocalClasses 0 (or missing) = not sharded.
-  explicit NativeMarginHead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMarginHead>(info) {
+  explicit NativeMarginHead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMarginHead>(info), HeldObject("head") {
     Napi::Env env = info.Env();
     try {
       Napi::Object o = arg_object(info, 0, "options");
@@ -299,22 +268,11 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
   ~NativeMarginHead() override { release(); }
 
  private:
-  std::shared_ptr<H> live(Napi::Env env) {
-    if (!holder_) throw_error(env, "DISPOSED", "this head has been disposed");
-    return holder_;
-  }
 
-  void release() {
-    if (holder_) {
-      std::shared_ptr<H> h = std::move(holder_);
-      post(device_, [h]() mutable { h->obj.reset(); });  // after queued work that uses it
-    }
-  }
 
   // Wraps a tensor of the head (shares its storage) for JS.
   static Napi::Value share(Napi::Env env, const std::shared_ptr<Slot>& s, const fc::Device& dev) {
-    if (!s->tensor.defined()) return env.Undefined();
-    return wrap_tensor(env, s, s->tensor.shape(), fc::DType::F32, dev);
+    return HeldObject::share(env, s, dev, env.Undefined());
   }
 
   // initNormal(std, seed): W ~ N(0, std²) from a counter-based generator; the Softmax bias = 0.
@@ -519,9 +477,7 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
     auto h = live(env);
     TensorRef x;
     try {
-      x = arg_tensor(info, 0, "x");
-      FC_CHECK(x.device == device_, InvalidArgument, "Expected x on ", device_.str(), " but received a tensor on ",
-               x.device.str());
+      x = arg_on_device(info, 0, "x");
     } catch (...) {
       rethrow_as_js(env);
     }
@@ -537,19 +493,7 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
   }
 
   // setTraining(bool): queued, so it applies to the calls made after it.
-  Napi::Value SetTraining(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto h = live(env);
-    bool training = true;
-    try {
-      training = arg_bool(info, 0, "training");
-    } catch (...) {
-      rethrow_as_js(env);
-    }
-    auto job = std::make_unique<Job>(env);
-    job->work = [h, training]() { h->get().set_training(training); };
-    return schedule(env, device_, std::move(job));
-  }
+  Napi::Value SetTraining(const Napi::CallbackInfo& info) { return set_training_call(info); }
 
   // sampledClasses() → Int32Array of the local class indices sampled by the last training forward.
   Napi::Value SampledClasses(const Napi::CallbackInfo& info) {
@@ -641,8 +585,6 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
     return info.Env().Undefined();
   }
 
-  std::shared_ptr<H> holder_;
-  fc::Device device_;
   int64_t D_ = 0, rows_ = 0, local_ = 0;
   int64_t last_batch_ = -1;  // rows of the last forward call (JS thread)
   bool softmax_ = false;
@@ -651,9 +593,8 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead> {
 // ------------------------------------------------------------------------------------------------
 // NativeCenterLoss
 
-class NativeCenterLoss : public Napi::ObjectWrap<NativeCenterLoss> {
+class NativeCenterLoss : public Napi::ObjectWrap<NativeCenterLoss>, private HeldObject<fc::CenterLoss> {
  public:
-  using H = Holder<fc::CenterLoss>;
 
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeCenterLoss",
@@ -665,7 +606,7 @@ class NativeCenterLoss : public Napi::ObjectWrap<NativeCenterLoss> {
   }
 
   // new NativeCenterLoss({ embeddingSize, numClasses, lambda, alpha, device }); the engine zeroes the centers.
-  explicit NativeCenterLoss(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCenterLoss>(info) {
+  explicit NativeCenterLoss(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCenterLoss>(info), HeldObject("center loss") {
     Napi::Env env = info.Env();
     try {
       Napi::Object o = arg_object(info, 0, "options");
@@ -689,17 +630,7 @@ class NativeCenterLoss : public Napi::ObjectWrap<NativeCenterLoss> {
   ~NativeCenterLoss() override { release(); }
 
  private:
-  std::shared_ptr<H> live(Napi::Env env) {
-    if (!holder_) throw_error(env, "DISPOSED", "this center loss has been disposed");
-    return holder_;
-  }
 
-  void release() {
-    if (holder_) {
-      std::shared_ptr<H> h = std::move(holder_);
-      post(device_, [h]() mutable { h->obj.reset(); });
-    }
-  }
 
   // setCenters(c: Float32Array | NativeTensor [C, D])
   Napi::Value SetCenters(const Napi::CallbackInfo& info) {
@@ -793,8 +724,6 @@ class NativeCenterLoss : public Napi::ObjectWrap<NativeCenterLoss> {
     return info.Env().Undefined();
   }
 
-  std::shared_ptr<H> holder_;
-  fc::Device device_;
   int64_t D_ = 0, C_ = 0;
 };
 

@@ -1,0 +1,170 @@
+// @file model.h
+// @brief fc::Model: executes a backbone graph (lib/backbones/arch.ts: IResNet, MobileFaceNet, or any
+// graph of the same node kinds) forward and backward with the layer ops of facecuda/layers.h.
+//
+// A model is built from a ModelDesc: its tensors (parameters and buffers, each with a state-dict
+// name, a shape and an init) and its nodes in execution (topological) order, node 0 the input. The
+// model owns every parameter, every parameter gradient and every activation buffer:
+//   - activations: one buffer per node (flatten is a view of its input), sized for the largest
+//     batch seen so far and reused; a smaller batch runs on a leading slice of the same buffers.
+//   - gradients: one buffer per node, allocated by the first backward at that capacity.
+// Every node keeps its own output, so a backward reads the original inputs of every layer (no
+// in-place forward).
+//
+// Semantics (PyTorch's):
+//   - forward(x) in training mode: BatchNorm uses the batch statistics and updates running_mean /
+//     running_var (momentum, unbiased variance) and num_batches_tracked; Dropout draws a mask from
+//     (seed, node, step) and the step counter advances once per training forward. In eval mode:
+//     running statistics, Dropout is the identity, no state changes.
+//   - backward(dy) differentiates the last forward (in the mode it ran in). Parameter gradients
+//     ACCUMULATE (+=) until zero_grad(); the input gradient is returned only when asked for.
+//   - A BatchNorm with frozen_weight (IResNet's `features`) never gets a weight gradient; its weight
+//     is a parameter without a gradient.
+// Threads: every call runs on the caller's thread (the binding calls it on the device's queue
+// thread, one job per forward/backward) and uses fc::ThreadPool through the layer ops.
+// Errors: fc::Error (INVALID_ARGUMENT, SHAPE_MISMATCH, NOT_IMPLEMENTED for a CUDA device) with a
+// message naming the node or tensor; validation runs before anything is written.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "facecuda/device.h"
+#include "facecuda/layers.h"
+#include "facecuda/tensor.h"
+
+namespace fc {
+
+enum class NodeKind { Input, Conv2d, BatchNorm2d, BatchNorm1d, PReLU, ReLU, Dropout, Linear, Flatten, Add };
+
+// "input", "conv2d", "batchnorm2d", "batchnorm1d", "prelu", "relu", "dropout", "linear", "flatten",
+// "add" (arch.ts's op names); false for anything else.
+bool node_kind_from_name(const std::string& name, NodeKind* out);
+const char* node_kind_name(NodeKind k);
+
+// How a tensor starts. Values come from a counter-based generator: element i of tensor t is a pure
+// function of (seed, t, i), so the init does not depend on threads or on the other tensors.
+struct InitDesc {
+  enum Kind { Constant, Normal, Uniform } kind = Constant;
+  double a = 0;  // Constant: the value; Normal: the mean; Uniform: the low bound
+  double b = 0;  // Normal: the standard deviation; Uniform: the high bound
+};
+
+struct TensorDesc {
+  std::string name;            // the state-dict key, e.g. "layer1.0.bn1.running_mean"
+  std::vector<int64_t> shape;  // PyTorch's shape; [] for num_batches_tracked
+  DType dtype = DType::F32;    // F32, or I64 (num_batches_tracked)
+  bool buffer = false;         // a BatchNorm buffer (no gradient) rather than a parameter
+  bool trainable = true;       // parameters only: false for a frozen weight (no gradient)
+  InitDesc init;
+};
+
+// One node. Only the attributes of its kind are read; tensor indices are into ModelDesc::tensors
+// (-1: none).
+struct NodeDesc {
+  NodeKind kind = NodeKind::Input;
+  std::string id;           // for messages, e.g. "layer1.0.conv1"
+  std::vector<int> inputs;  // indices of earlier nodes (add: [residual, shortcut])
+  // input: channels, height, width (height/width 0 = any size the graph accepts)
+  int64_t channels = 0, height = 0, width = 0;
+  // conv2d: in_c → out_c, square kernel; linear: in_c → out_c
+  int64_t in_c = 0, out_c = 0, kernel = 1, stride = 1, padding = 0, groups = 1;
+  // batchnorm: features, eps, momentum, frozen weight (affine when weight/bias are given)
+  int64_t features = 0;
+  double eps = 1e-5, momentum = 0.1;
+  bool frozen_weight = false;
+  // dropout
+  double p = 0;
+  // tensors
+  int weight = -1, bias = -1, running_mean = -1, running_var = -1, num_batches_tracked = -1;
+};
+
+struct ModelDesc {
+  std::vector<TensorDesc> tensors;
+  std::vector<NodeDesc> nodes;  // nodes[0] is the input
+  int output = -1;              // the node whose output forward() returns
+};
+
+struct ModelOptions {
+  uint64_t seed = 0;  // parameter init and Dropout masks
+  int max_threads = 0;  // 0 = the whole pool
+};
+
+class Model {
+ public:
+  // Validates the description (kinds, input references, tensor shapes against the attributes, the
+  // output node) and initializes every tensor from its InitDesc. Throws NOT_IMPLEMENTED for a CUDA
+  // device (the CPU executor only, for now).
+  Model(ModelDesc desc, const Device& device, const ModelOptions& options = ModelOptions());
+
+  // The checks of the constructor alone (cheap; the binding runs them on the JS thread).
+  static void validate(const ModelDesc& desc);
+
+  // y = model(x), x float32 [N, C, H, W] contiguous on the model's device. Returns a new tensor
+  // (not a view of the model's buffers), so later calls never change it.
+  Tensor forward(const Tensor& x);
+
+  // Backward of the last forward for the upstream gradient dy (the output's shape). Parameter
+  // gradients accumulate; returns dL/dx (a new tensor) when want_input_grad, else an undefined Tensor.
+  Tensor backward(const Tensor& dy, bool want_input_grad);
+
+  void zero_grad();
+  void set_training(bool training) { training_ = training; }
+  bool training() const { return training_; }
+
+  // Dropout's step counter: the next training forward uses step(); it then advances by one.
+  uint64_t step() const { return step_; }
+  void set_step(uint64_t step) { step_ = step; }
+  uint64_t seed() const { return options_.seed; }
+
+  size_t num_tensors() const { return tensors_.size(); }
+  const TensorDesc& tensor_desc(size_t i) const { return desc_.tensors.at(i); }
+  // The model's own storage: updating it in place updates the model.
+  Tensor& tensor(size_t i) { return tensors_.at(i); }
+  // The gradient of tensor i, or an undefined Tensor for buffers and frozen parameters.
+  Tensor& grad(size_t i) { return grads_.at(i); }
+  // Index of a tensor by name, or -1.
+  int index_of(const std::string& name) const;
+
+  const Device& device() const { return device_; }
+  const ModelDesc& desc() const { return desc_; }
+  // Batch capacity of the activation buffers (0 before the first forward).
+  int64_t capacity() const { return capacity_; }
+  // Output shape of node i for the last forward's batch (empty before the first forward).
+  const std::vector<int64_t>& node_shape(size_t i) const { return shapes_.at(i); }
+
+ private:
+  std::vector<std::vector<int64_t>> infer_shapes(const std::vector<int64_t>& x_shape) const;
+  void ensure_capacity(const std::vector<std::vector<int64_t>>& shapes);
+  void ensure_grad_buffers();
+  Tensor slice(const Tensor& buf, int64_t n) const;
+  // Adds `g` to node j's gradient, or writes it there when it has none yet in this backward.
+  void accumulate_into(size_t j, const Tensor& g);
+  Tensor scratch_for(size_t j);
+  nn::DropoutParams dropout_params(size_t node) const;
+
+  ModelDesc desc_;
+  Device device_;
+  ModelOptions options_;
+  nn::ExecOptions ex_;
+  bool training_ = true;
+  uint64_t step_ = 0;
+
+  std::vector<Tensor> tensors_, grads_;
+
+  // Per node: output buffer (capacity batch), its slice for the current batch, per-sample shape.
+  int64_t capacity_ = 0;
+  std::vector<std::vector<int64_t>> shapes_;  // for the last forward's batch
+  std::vector<Tensor> act_buf_, act_;
+  std::vector<Tensor> save_mean_, save_invstd_;  // BatchNorm (per node; undefined elsewhere)
+  std::vector<Tensor> grad_buf_, scratch_buf_;
+  std::vector<Tensor> node_grad_;  // the current backward's views
+  std::vector<char> grad_set_;
+  Tensor input_;  // the last forward's x (conv1's backward reads it)
+  bool have_forward_ = false;
+  bool last_training_ = false;
+  uint64_t last_step_ = 0;
+};
+
+}  // namespace fc

@@ -1,0 +1,574 @@
+// @file model.cc
+// @brief fc::Model (facecuda/model.h): the graph executor over the CPU layer ops. Forward walks the
+// nodes in order, each writing its own output buffer; backward walks them in reverse, each node's
+// gradient being complete when it is reached (every consumer comes later in the order), and sends
+// it to the node's inputs: written into an input's gradient by its first contribution, added by the
+// others (a block input feeds both the residual branch and the shortcut).
+#include "facecuda/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "common/margin_math.h"
+#include "facecuda/error.h"
+
+namespace fc {
+
+namespace {
+
+// The layer options of a BatchNorm node.
+nn::BatchNormOptions bn_options(const NodeDesc& nd) {
+  nn::BatchNormOptions o;
+  o.eps = nd.eps;
+  o.momentum = nd.momentum;
+  o.freeze_gamma = nd.frozen_weight;
+  return o;
+}
+
+// Stream of the parameter init in margin_math.h's generator (1 ElasticFace, 2 Partial FC,
+// 3 Dropout): key = margin::rng_key(seed, kInitStream, tensor index), element i from it.
+constexpr uint64_t kInitStream = 4;
+
+int64_t numel_of(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string node_label(const NodeDesc& n, size_t i) {
+  return str("node ", i, " '", n.id, "' (", node_kind_name(n.kind), ")");
+}
+
+void fill_init(Tensor& t, const InitDesc& init, uint64_t seed, uint64_t index) {
+  const int64_t n = t.numel();
+  if (t.dtype() == DType::I64) {
+    int64_t* p = t.data_as<int64_t>();
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int64_t>(init.a);
+    return;
+  }
+  float* p = t.data_as<float>();
+  const uint64_t key = margin::rng_key(seed, kInitStream, index);
+  switch (init.kind) {
+    case InitDesc::Constant:
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(init.a);
+      break;
+    case InitDesc::Normal:
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(init.a + init.b * margin::rng_normal(key, static_cast<uint64_t>(i)));
+      break;
+    case InitDesc::Uniform:
+      for (int64_t i = 0; i < n; ++i) {
+        p[i] = static_cast<float>(init.a + (init.b - init.a) * margin::rng_uniform(key, static_cast<uint64_t>(i)));
+      }
+      break;
+  }
+}
+
+// Checks tensor `idx` of node `label`: present (unless optional), float32, of shape `want`.
+void check_tensor(const ModelDesc& d, int idx, const char* role, const std::vector<int64_t>& want, bool optional,
+                  const std::string& label) {
+  if (idx < 0) {
+    FC_CHECK(optional, InvalidArgument, label, " needs a ", role, " tensor");
+    return;
+  }
+  FC_CHECK(static_cast<size_t>(idx) < d.tensors.size(), InvalidArgument, label, ": ", role, " tensor index ", idx,
+           " is out of range (", d.tensors.size(), " tensors)");
+  const TensorDesc& t = d.tensors[idx];
+  FC_CHECK(t.dtype == DType::F32, InvalidArgument, label, ": Expected ", t.name, " to be float32");
+  FC_CHECK(t.shape == want, ShapeMismatch, label, ": Expected ", t.name, " of shape ", shape_str(want),
+           " but received ", shape_str(t.shape));
+}
+
+}  // namespace
+
+bool node_kind_from_name(const std::string& name, NodeKind* out) {
+  static const std::pair<const char*, NodeKind> kinds[] = {
+      {"input", NodeKind::Input},     {"conv2d", NodeKind::Conv2d}, {"batchnorm2d", NodeKind::BatchNorm2d},
+      {"batchnorm1d", NodeKind::BatchNorm1d}, {"prelu", NodeKind::PReLU},   {"relu", NodeKind::ReLU},
+      {"dropout", NodeKind::Dropout}, {"linear", NodeKind::Linear}, {"flatten", NodeKind::Flatten},
+      {"add", NodeKind::Add}};
+  for (const auto& k : kinds) {
+    if (name == k.first) {
+      *out = k.second;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* node_kind_name(NodeKind k) {
+  switch (k) {
+    case NodeKind::Input: return "input";
+    case NodeKind::Conv2d: return "conv2d";
+    case NodeKind::BatchNorm2d: return "batchnorm2d";
+    case NodeKind::BatchNorm1d: return "batchnorm1d";
+    case NodeKind::PReLU: return "prelu";
+    case NodeKind::ReLU: return "relu";
+    case NodeKind::Dropout: return "dropout";
+    case NodeKind::Linear: return "linear";
+    case NodeKind::Flatten: return "flatten";
+    case NodeKind::Add: return "add";
+  }
+  return "unknown";
+}
+
+void Model::validate(const ModelDesc& d) {
+  FC_CHECK(!d.nodes.empty() && d.nodes[0].kind == NodeKind::Input, InvalidArgument,
+           "Expected node 0 to be the input node");
+  FC_CHECK(d.output >= 0 && static_cast<size_t>(d.output) < d.nodes.size(), InvalidArgument, "Expected an output node in [0, ",
+           d.nodes.size(), ") but received ", d.output);
+  for (size_t t = 0; t < d.tensors.size(); ++t) {
+    const TensorDesc& td = d.tensors[t];
+    FC_CHECK(!td.name.empty(), InvalidArgument, "tensor ", t, " has no name");
+    FC_CHECK(td.shape.size() <= static_cast<size_t>(kMaxRank), InvalidArgument, "tensor '", td.name, "' has rank ",
+             td.shape.size(), " (at most ", kMaxRank, ")");
+    for (int64_t s : td.shape) FC_CHECK(s >= 1, ShapeMismatch, "tensor '", td.name, "' has shape ", shape_str(td.shape));
+    FC_CHECK(td.dtype == DType::F32 || (td.dtype == DType::I64 && td.buffer), InvalidArgument, "tensor '", td.name,
+             "': Expected float32 (or an int64 buffer) but received ", dtype_name(td.dtype));
+    FC_CHECK(td.init.kind != InitDesc::Normal || (std::isfinite(td.init.b) && td.init.b >= 0), InvalidArgument,
+             "tensor '", td.name, "': Expected a finite std >= 0 for its normal init but received ", td.init.b);
+  }
+  std::vector<int> uses(d.tensors.size(), 0);
+  for (size_t i = 0; i < d.nodes.size(); ++i) {
+    const NodeDesc& n = d.nodes[i];
+    const std::string label = node_label(n, i);
+    size_t want_inputs = n.kind == NodeKind::Input ? 0 : n.kind == NodeKind::Add ? 2 : 1;
+    FC_CHECK(i == 0 || n.kind != NodeKind::Input, InvalidArgument, label, ": only node 0 may be the input");
+    FC_CHECK(n.inputs.size() == want_inputs, InvalidArgument, label, ": Expected ", want_inputs, " inputs but received ",
+             n.inputs.size());
+    for (int j : n.inputs) {
+      FC_CHECK(j >= 0 && static_cast<size_t>(j) < i, InvalidArgument, label, " reads node ", j,
+               ", which is not an earlier node");
+    }
+    for (int idx : {n.weight, n.bias, n.running_mean, n.running_var, n.num_batches_tracked}) {
+      if (idx < 0) continue;
+      FC_CHECK(static_cast<size_t>(idx) < d.tensors.size(), InvalidArgument, label, ": tensor index ", idx,
+               " is out of range (", d.tensors.size(), " tensors)");
+      FC_CHECK(++uses[idx] == 1, InvalidArgument, label, ": tensor '", d.tensors[idx].name,
+               "' is already used by another node");
+    }
+    switch (n.kind) {
+      case NodeKind::Input:
+        FC_CHECK(n.channels >= 1 && n.height >= 0 && n.width >= 0, InvalidArgument, label,
+                 ": Expected channels >= 1 and sizes >= 0");
+        break;
+      case NodeKind::Conv2d:
+        FC_CHECK(n.in_c >= 1 && n.out_c >= 1 && n.kernel >= 1 && n.stride >= 1 && n.padding >= 0 && n.groups >= 1,
+                 InvalidArgument, label, ": Expected positive channels, kernel, stride and groups, and padding >= 0");
+        FC_CHECK(n.in_c % n.groups == 0 && n.out_c % n.groups == 0, InvalidArgument, label, ": channels ", n.in_c, "→",
+                 n.out_c, " are not divisible by groups ", n.groups);
+        check_tensor(d, n.weight, "weight", {n.out_c, n.in_c / n.groups, n.kernel, n.kernel}, false, label);
+        check_tensor(d, n.bias, "bias", {n.out_c}, true, label);
+        break;
+      case NodeKind::BatchNorm2d:
+      case NodeKind::BatchNorm1d:
+        FC_CHECK(n.features >= 1, InvalidArgument, label, ": Expected features >= 1");
+        FC_CHECK(n.eps > 0 && std::isfinite(n.eps), InvalidArgument, label, ": Expected eps > 0 but received ", n.eps);
+        FC_CHECK(n.momentum >= 0 && n.momentum <= 1, InvalidArgument, label, ": Expected momentum in [0, 1] but received ",
+                 n.momentum);
+        FC_CHECK((n.weight < 0) == (n.bias < 0), InvalidArgument, label, ": Expected both weight and bias, or neither");
+        FC_CHECK((n.running_mean < 0) == (n.running_var < 0), InvalidArgument, label,
+                 ": Expected both running_mean and running_var, or neither");
+        check_tensor(d, n.weight, "weight", {n.features}, true, label);
+        check_tensor(d, n.bias, "bias", {n.features}, true, label);
+        check_tensor(d, n.running_mean, "running_mean", {n.features}, true, label);
+        check_tensor(d, n.running_var, "running_var", {n.features}, true, label);
+        if (n.num_batches_tracked >= 0) {
+          const TensorDesc& t = d.tensors[n.num_batches_tracked];
+          FC_CHECK(t.dtype == DType::I64 && t.shape.empty(), InvalidArgument, label, ": Expected ", t.name,
+                   " to be an int64 scalar");
+        }
+        break;
+      case NodeKind::PReLU:
+        FC_CHECK(n.channels >= 1, InvalidArgument, label, ": Expected channels >= 1");
+        FC_CHECK(n.weight >= 0, InvalidArgument, label, " needs a weight tensor");
+        check_tensor(d, n.weight, "weight", {d.tensors[n.weight].shape == std::vector<int64_t>{1} ? 1 : n.channels}, false,
+                     label);
+        break;
+      case NodeKind::Dropout:
+        FC_CHECK(n.p >= 0 && n.p <= 1, InvalidArgument, label, ": Expected p in [0, 1] but received ", n.p);
+        break;
+      case NodeKind::Linear:
+        FC_CHECK(n.in_c >= 1 && n.out_c >= 1, InvalidArgument, label, ": Expected positive in and out features");
+        check_tensor(d, n.weight, "weight", {n.out_c, n.in_c}, false, label);
+        check_tensor(d, n.bias, "bias", {n.out_c}, true, label);
+        break;
+      case NodeKind::ReLU:
+      case NodeKind::Flatten:
+      case NodeKind::Add:
+        break;
+    }
+    if (n.kind != NodeKind::Conv2d && n.kind != NodeKind::Linear && n.kind != NodeKind::PReLU &&
+        n.kind != NodeKind::BatchNorm1d && n.kind != NodeKind::BatchNorm2d) {
+      FC_CHECK(n.weight < 0 && n.bias < 0, InvalidArgument, label, " takes no tensors");
+    }
+    if (n.kind != NodeKind::BatchNorm1d && n.kind != NodeKind::BatchNorm2d) {
+      FC_CHECK(n.running_mean < 0 && n.running_var < 0 && n.num_batches_tracked < 0, InvalidArgument, label,
+               " takes no running statistics");
+    }
+  }
+}
+
+Model::Model(ModelDesc desc, const Device& device, const ModelOptions& options)
+    : desc_(std::move(desc)), device_(device), options_(options) {
+  FC_CHECK(device_.is_cpu(), NotImplemented, "the backbone executor runs on the CPU only for now: ", device_.str(),
+           " is not implemented yet (create the model with device 'cpu')");
+  validate(desc_);
+  ex_.max_threads = options_.max_threads;
+  tensors_.resize(desc_.tensors.size());
+  grads_.resize(desc_.tensors.size());
+  for (size_t t = 0; t < desc_.tensors.size(); ++t) {
+    const TensorDesc& td = desc_.tensors[t];
+    tensors_[t] = Tensor::empty(td.shape, td.dtype, device_);
+    fill_init(tensors_[t], td.init, options_.seed, t);
+    if (!td.buffer && td.trainable) {
+      grads_[t] = Tensor::empty(td.shape, td.dtype, device_);
+      if (grads_[t].nbytes()) std::memset(grads_[t].data(), 0, grads_[t].nbytes());
+    }
+  }
+  const size_t nn_ = desc_.nodes.size();
+  shapes_.assign(nn_, {});
+  act_buf_.assign(nn_, Tensor());
+  act_.assign(nn_, Tensor());
+  grad_buf_.assign(nn_, Tensor());
+  scratch_buf_.assign(nn_, Tensor());
+  node_grad_.assign(nn_, Tensor());
+  grad_set_.assign(nn_, 0);
+  save_mean_.assign(nn_, Tensor());
+  save_invstd_.assign(nn_, Tensor());
+  for (size_t i = 0; i < nn_; ++i) {
+    const NodeDesc& n = desc_.nodes[i];
+    if (n.kind == NodeKind::BatchNorm1d || n.kind == NodeKind::BatchNorm2d) {
+      save_mean_[i] = Tensor::empty({n.features}, DType::F32, device_);
+      save_invstd_[i] = Tensor::empty({n.features}, DType::F32, device_);
+    }
+  }
+}
+
+int Model::index_of(const std::string& name) const {
+  for (size_t t = 0; t < desc_.tensors.size(); ++t) {
+    if (desc_.tensors[t].name == name) return static_cast<int>(t);
+  }
+  return -1;
+}
+
+std::vector<std::vector<int64_t>> Model::infer_shapes(const std::vector<int64_t>& xs) const {
+  const NodeDesc& in = desc_.nodes[0];
+  std::string want = str("[N, ", in.channels, ", ", in.height ? str(in.height) : std::string("H"), ", ",
+                         in.width ? str(in.width) : std::string("W"), "]");
+  FC_CHECK(xs.size() == 4 && xs[0] >= 1 && xs[1] == in.channels && (in.height == 0 || xs[2] == in.height) &&
+               (in.width == 0 || xs[3] == in.width) && xs[2] >= 1 && xs[3] >= 1,
+           ShapeMismatch, "Expected x of shape ", want, " with N >= 1 but received ", shape_str(xs));
+  std::vector<std::vector<int64_t>> s(desc_.nodes.size());
+  s[0] = xs;
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    const NodeDesc& n = desc_.nodes[i];
+    const std::vector<int64_t>& a = s[n.inputs[0]];
+    auto mismatch = [&](const std::string& expected) {
+      fail(Code::ShapeMismatch, str(node_label(n, i), " expects ", expected, " but receives ", shape_str(a), " (input x ",
+                                    shape_str(xs), ")"));
+    };
+    switch (n.kind) {
+      case NodeKind::Conv2d: {
+        if (a.size() != 4 || a[1] != n.in_c) mismatch(str("[N, ", n.in_c, ", H, W]"));
+        int64_t oh = (a[2] + 2 * n.padding - n.kernel) / n.stride + 1;
+        int64_t ow = (a[3] + 2 * n.padding - n.kernel) / n.stride + 1;
+        if (a[2] + 2 * n.padding < n.kernel || a[3] + 2 * n.padding < n.kernel) {
+          mismatch(str("a map of at least ", n.kernel - 2 * n.padding, " pixels"));
+        }
+        s[i] = {a[0], n.out_c, oh, ow};
+        break;
+      }
+      case NodeKind::BatchNorm2d:
+        if (a.size() != 4 || a[1] != n.features) mismatch(str("[N, ", n.features, ", H, W]"));
+        s[i] = a;
+        break;
+      case NodeKind::BatchNorm1d:
+        if (a.size() != 2 || a[1] != n.features) mismatch(str("[N, ", n.features, "]"));
+        s[i] = a;
+        break;
+      case NodeKind::PReLU:
+        if (a.size() < 2 || a[1] != n.channels) mismatch(str("[N, ", n.channels, ", ...]"));
+        s[i] = a;
+        break;
+      case NodeKind::ReLU:
+      case NodeKind::Dropout:
+        s[i] = a;
+        break;
+      case NodeKind::Flatten: {
+        int64_t f = 1;
+        for (size_t k = 1; k < a.size(); ++k) f *= a[k];
+        s[i] = {a[0], f};
+        break;
+      }
+      case NodeKind::Linear:
+        if (a.size() != 2 || a[1] != n.in_c) mismatch(str("[N, ", n.in_c, "]"));
+        s[i] = {a[0], n.out_c};
+        break;
+      case NodeKind::Add: {
+        const std::vector<int64_t>& b = s[n.inputs[1]];
+        if (a != b) {
+          fail(Code::ShapeMismatch, str(node_label(n, i), " adds ", shape_str(a), " and ", shape_str(b)));
+        }
+        s[i] = a;
+        break;
+      }
+      case NodeKind::Input:
+        break;
+    }
+  }
+  return s;
+}
+
+void Model::ensure_capacity(const std::vector<std::vector<int64_t>>& shapes) {
+  const int64_t n = shapes[0][0];
+  bool same_samples = capacity_ > 0;
+  for (size_t i = 1; i < shapes.size() && same_samples; ++i) {
+    if (!act_buf_[i].defined()) continue;
+    std::vector<int64_t> have = act_buf_[i].shape();
+    same_samples = have.size() == shapes[i].size() && std::equal(have.begin() + 1, have.end(), shapes[i].begin() + 1);
+  }
+  if (same_samples && n <= capacity_) return;
+  const int64_t cap = same_samples ? n : std::max(n, capacity_);
+  // Drop the old buffers first, so that peak memory is one set.
+  for (auto& t : act_buf_) t = Tensor();
+  for (auto& t : grad_buf_) t = Tensor();
+  for (auto& t : scratch_buf_) t = Tensor();
+  for (size_t i = 1; i < shapes.size(); ++i) {
+    if (desc_.nodes[i].kind == NodeKind::Flatten) continue;  // a view of its input
+    std::vector<int64_t> s = shapes[i];
+    s[0] = cap;
+    act_buf_[i] = Tensor::empty(s, DType::F32, device_);
+  }
+  capacity_ = cap;
+}
+
+void Model::ensure_grad_buffers() {
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    if (grad_buf_[i].defined()) continue;
+    std::vector<int64_t> s = shapes_[i];
+    s[0] = capacity_;
+    grad_buf_[i] = Tensor::empty(s, DType::F32, device_);
+  }
+}
+
+Tensor Model::slice(const Tensor& buf, int64_t n) const { return buf.size(0) == n ? buf : buf.narrow(0, 0, n); }
+
+Tensor Model::scratch_for(size_t j) {
+  if (j == 0) return Tensor::empty(shapes_[0], DType::F32, device_);
+  if (!scratch_buf_[j].defined()) {
+    std::vector<int64_t> s = shapes_[j];
+    s[0] = capacity_;
+    scratch_buf_[j] = Tensor::empty(s, DType::F32, device_);
+  }
+  return slice(scratch_buf_[j], shapes_[j][0]);
+}
+
+void Model::accumulate_into(size_t j, const Tensor& g) {
+  if (!node_grad_[j].defined()) return;  // the input's gradient, not wanted
+  if (grad_set_[j]) {
+    nn::add(node_grad_[j], g.reshape(shapes_[j]), node_grad_[j], ex_);
+  } else {
+    std::memcpy(node_grad_[j].data(), g.data(), node_grad_[j].nbytes());
+    grad_set_[j] = 1;
+  }
+}
+
+nn::DropoutParams Model::dropout_params(size_t node) const {
+  nn::DropoutParams d;
+  d.p = desc_.nodes[node].p;
+  // One mask per dropout node: the node index is mixed into the seed (node 0 is the input, so every
+  // dropout node gets a seed different from the model's).
+  d.seed = options_.seed ^ margin::mix64(static_cast<uint64_t>(node));
+  d.step = last_step_;
+  return d;
+}
+
+Tensor Model::forward(const Tensor& x) {
+  // Validate arguments
+  FC_CHECK(x.defined(), InvalidArgument, "Expected a tensor for x");
+  FC_CHECK(x.dtype() == DType::F32, InvalidArgument, "Expected a float32 x but received ", x.describe());
+  FC_CHECK(x.device() == device_, InvalidArgument, "Expected x on ", device_.str(), " but received ", x.describe());
+  FC_CHECK(x.is_contiguous(), InvalidArgument, "Expected a contiguous x but received ", x.describe());
+  std::vector<std::vector<int64_t>> shapes = infer_shapes(x.shape());
+  const int64_t n = shapes[0][0];
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    const NodeDesc& nd = desc_.nodes[i];
+    bool bn = nd.kind == NodeKind::BatchNorm1d || nd.kind == NodeKind::BatchNorm2d;
+    if (!bn || !(training_ || nd.running_mean < 0)) continue;
+    int64_t m = numel_of(shapes[i]) / nd.features;
+    FC_CHECK(m > 1, InvalidArgument, node_label(nd, i), " needs more than 1 value per channel in training mode but receives ",
+             shape_str(shapes[i]), ": use a batch of at least 2, or eval()");
+  }
+
+  // Run
+  ensure_capacity(shapes);
+  shapes_ = shapes;
+  have_forward_ = false;  // until this forward completes
+  input_ = x;
+  act_[0] = x;
+  last_training_ = training_;
+  last_step_ = step_;
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    const NodeDesc& nd = desc_.nodes[i];
+    const Tensor& in = act_[nd.inputs[0]];
+    if (nd.kind == NodeKind::Flatten) {
+      act_[i] = nn::flatten(in);
+      continue;
+    }
+    act_[i] = slice(act_buf_[i], n);
+    const Tensor& y = act_[i];
+    const Tensor none;
+    const Tensor& w = nd.weight >= 0 ? tensors_[nd.weight] : none;
+    const Tensor& b = nd.bias >= 0 ? tensors_[nd.bias] : none;
+    switch (nd.kind) {
+      case NodeKind::Conv2d:
+        nn::conv2d_forward(in, w, b, y, nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+        break;
+      case NodeKind::BatchNorm1d:
+      case NodeKind::BatchNorm2d: {
+        const nn::BatchNormOptions o = bn_options(nd);
+        const Tensor& rm = nd.running_mean >= 0 ? tensors_[nd.running_mean] : none;
+        const Tensor& rv = nd.running_var >= 0 ? tensors_[nd.running_var] : none;
+        if (training_ || !rm.defined()) {
+          nn::batch_norm_forward_train(in, w, b, training_ ? rm : none, training_ ? rv : none, y, save_mean_[i],
+                                       save_invstd_[i], o, ex_);
+          if (training_ && nd.num_batches_tracked >= 0) ++*tensors_[nd.num_batches_tracked].data_as<int64_t>();
+        } else {
+          nn::batch_norm_forward_eval(in, w, b, rm, rv, y, o, ex_);
+        }
+        break;
+      }
+      case NodeKind::PReLU:
+        nn::prelu_forward(in, w, y, ex_);
+        break;
+      case NodeKind::ReLU:
+        nn::relu_forward(in, y, ex_);
+        break;
+      case NodeKind::Dropout:
+        nn::dropout_forward(in, y, dropout_params(i), training_, ex_);
+        break;
+      case NodeKind::Linear:
+        nn::linear_forward(in, w, b, y, ex_);
+        break;
+      case NodeKind::Add:
+        nn::add(in, act_[nd.inputs[1]], y, ex_);
+        break;
+      case NodeKind::Input:
+      case NodeKind::Flatten:
+        break;
+    }
+  }
+  if (training_) ++step_;
+  have_forward_ = true;
+  const Tensor& out = act_[desc_.output];
+  Tensor result = Tensor::empty(out.shape(), DType::F32, device_);
+  std::memcpy(result.data(), out.data(), result.nbytes());
+  return result;
+}
+
+Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
+  // Validate arguments
+  FC_CHECK(have_forward_, InvalidArgument, "backward() needs a completed forward() first");
+  FC_CHECK(dy.defined(), InvalidArgument, "Expected a tensor for the output gradient");
+  FC_CHECK(dy.dtype() == DType::F32 && dy.device() == device_, InvalidArgument, "Expected a float32 output gradient on ",
+           device_.str(), " but received ", dy.describe());
+  FC_CHECK(dy.shape() == shapes_[desc_.output], ShapeMismatch, "Expected an output gradient of shape ",
+           shape_str(shapes_[desc_.output]), " (the last forward's output) but received ", shape_str(dy.shape()));
+
+  // Run
+  ensure_grad_buffers();
+  const int64_t n = shapes_[0][0];
+  std::fill(grad_set_.begin(), grad_set_.end(), 0);
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) node_grad_[i] = slice(grad_buf_[i], n);
+  Tensor dx_input = want_input_grad ? Tensor::empty(shapes_[0], DType::F32, device_) : Tensor();
+  node_grad_[0] = dx_input;
+  {
+    Tensor g = node_grad_[desc_.output];
+    dy.copy_to_host(g.data());  // handles a strided dy
+    grad_set_[desc_.output] = 1;
+  }
+  const Tensor none;
+  for (size_t i = desc_.nodes.size() - 1; i >= 1; --i) {
+    if (!grad_set_[i]) continue;  // does not reach the output
+    const NodeDesc& nd = desc_.nodes[i];
+    const Tensor& g = node_grad_[i];
+    const size_t j = nd.inputs[0];
+    const Tensor& x = act_[j];
+    const bool want_dx = node_grad_[j].defined();
+    // Where this node's dx goes: the input's gradient itself on the first contribution, else a
+    // scratch buffer that is then added to it.
+    const bool first = want_dx && !grad_set_[j];
+    Tensor dx = !want_dx ? Tensor() : first ? node_grad_[j] : scratch_for(j);
+    const Tensor& w = nd.weight >= 0 ? tensors_[nd.weight] : none;
+    const Tensor& dw = nd.weight >= 0 ? grads_[nd.weight] : none;
+    const Tensor& db = nd.bias >= 0 ? grads_[nd.bias] : none;
+    bool wrote_dx = false;
+    switch (nd.kind) {
+      case NodeKind::Conv2d: {
+        nn::Conv2dParams p(nd.stride, nd.padding, nd.groups);
+        if (dw.defined()) nn::conv2d_backward_filter(x, g, dw, p, ex_);
+        if (db.defined()) nn::conv2d_backward_bias(g, db, ex_);
+        if (want_dx) {
+          nn::conv2d_backward_data(g, w, node_grad_[j], p, !first, ex_);  // accumulates in place
+          grad_set_[j] = 1;
+        }
+        break;
+      }
+      case NodeKind::BatchNorm1d:
+      case NodeKind::BatchNorm2d: {
+        const nn::BatchNormOptions o = bn_options(nd);
+        const Tensor& dgamma = nd.frozen_weight ? none : dw;
+        if (last_training_ || nd.running_mean < 0) {
+          nn::batch_norm_backward_train(g, x, w, save_mean_[i], save_invstd_[i], dx, dgamma, db, o, ex_);
+        } else {
+          nn::batch_norm_backward_eval(g, x, w, tensors_[nd.running_mean], tensors_[nd.running_var], dx, dgamma, db, o,
+                                       ex_);
+        }
+        wrote_dx = want_dx;
+        break;
+      }
+      case NodeKind::PReLU:
+        nn::prelu_backward(g, x, w, dx, dw, ex_);
+        wrote_dx = want_dx;
+        break;
+      case NodeKind::ReLU:
+        if (want_dx) nn::relu_backward(g, act_[i], dx, ex_);
+        wrote_dx = want_dx;
+        break;
+      case NodeKind::Dropout:
+        if (want_dx) nn::dropout_backward(g, dx, dropout_params(i), last_training_, ex_);
+        wrote_dx = want_dx;
+        break;
+      case NodeKind::Linear:
+        nn::linear_backward(g, x, w, dx, dw, db, ex_);
+        wrote_dx = want_dx;
+        break;
+      case NodeKind::Flatten:
+        accumulate_into(j, g);
+        break;
+      case NodeKind::Add:
+        accumulate_into(j, g);
+        accumulate_into(nd.inputs[1], g);
+        break;
+      case NodeKind::Input:
+        break;
+    }
+    if (wrote_dx) {
+      if (first) grad_set_[j] = 1;
+      else nn::add(node_grad_[j], dx, node_grad_[j], ex_);
+    }
+  }
+  if (want_input_grad && !grad_set_[0]) std::memset(dx_input.data(), 0, dx_input.nbytes());
+  node_grad_[0] = Tensor();
+  return dx_input;
+}
+
+void Model::zero_grad() {
+  for (Tensor& g : grads_) {
+    if (g.defined() && g.nbytes()) std::memset(g.data(), 0, g.nbytes());
+  }
+}
+
+}  // namespace fc
