@@ -29,7 +29,6 @@
 
 #include "common/head_kernels.h"
 #include "common/margin_math.h"
-#include "facecuda/cuda.h"
 #include "facecuda/error.h"
 #include "facecuda/heads.h"
 
@@ -156,18 +155,12 @@ struct MarginHead::Impl {
                                        local + options.class_start,
                                        K > 1 ? " (sub-center " + std::to_string(r % K) + ")" : std::string()));
     }
-    if (margin.kind == MarginKind::Softmax) {
-      // No weight normalization: the passes then see winv = 1 (the buffer is rewritten with ones).
-      std::vector<float> ones(static_cast<size_t>(rows_n), 1.0f);
-      copy_in(wi, ones.data(), ones.size() * 4);
-    }
   }
 
-  void copy_in(void* dst, const void* src, size_t bytes) {
-    if (device.is_cuda())
-      cuda::copy_h2d(device.index, dst, src, bytes);
-    else
-      std::memcpy(dst, src, bytes);
+  // The per-column factor the element passes apply to active classes from j0 (K = 1): winv, or none
+  // for Softmax, whose weights are not normalized (winv then serves only the NaN/Inf check).
+  const float* column_scale(int64_t j0) {
+    return margin.kind == MarginKind::Softmax ? nullptr : winv.f(device, 1) + j0;
   }
 
   // The active class set (Partial FC) for a training forward at `step_used`.
@@ -304,7 +297,7 @@ struct MarginHead::Impl {
     const float* xh = xhat.f(device, B * D);
     if (K == 1) {
       k->gemm(false, true, B, n, D, 1.0f, xh, D, w, D, 0.0f, c, n);
-      return wi;
+      return column_scale(j0);
     }
     float* r = raw.f(device, B * chunk * K);
     k->gemm(false, true, B, n * K, D, 1.0f, xh, D, w, D, 0.0f, r, n * K);
@@ -420,12 +413,12 @@ struct MarginHead::Impl {
     double* cs = colsum.f64(device, chunk * K);
     std::vector<double> r(static_cast<size_t>(B), 0.0);
     float* db = margin.kind == MarginKind::Softmax ? dbias.data_as<float>() : nullptr;
+    const std::vector<float> ones(chunk < Ca ? static_cast<size_t>(B) : 0, 1.0f);  // row scales of a recompute
     for (int64_t j0 = 0; j0 < Ca; j0 += chunk) {
       const int64_t n = std::min(chunk, Ca - j0);
-      const float* wv = K == 1 ? winv.f(device, 1) + j0 : nullptr;
+      const float* wv = K == 1 ? column_scale(j0) : nullptr;
       if (chunk < Ca) {  // recompute this chunk's cosines (a single chunk is kept from the forward)
         const float* apply = chunk_cosines(j0, n, c);
-        std::vector<float> ones(static_cast<size_t>(B), 1.0f);
         if (apply || db) k->scale_columns(c, apply, db ? bias.data_as<float>() + j0 : nullptr, ones.data(), B, n);
       }
       k->backward_chunk(c, wv, B, n, j0, rows, cfg, M, inv_sum.data(), gscale.data(), target_g.data(), cs, r.data(),
@@ -629,7 +622,7 @@ Tensor MarginHead::logits(const Tensor& x) {
   const float* b = m.margin.kind == MarginKind::Softmax ? m.bias.data_as<float>() : nullptr;
   if (m.K == 1) {
     m.k->gemm(false, true, B, m.Cl, m.D, 1.0f, xh.f(m.device, 1), m.D, m.W.data_as<float>(), m.D, 0.0f, o, m.Cl);
-    m.k->scale_columns(o, wi.f(m.device, 1), b, scale.data(), B, m.Cl);
+    m.k->scale_columns(o, b ? nullptr : wi.f(m.device, 1), b, scale.data(), B, m.Cl);  // Softmax: no winv
   } else {
     float* r = rawb.f(m.device, B * m.R);
     m.k->gemm(false, true, B, m.R, m.D, 1.0f, xh.f(m.device, 1), m.D, m.W.data_as<float>(), m.D, 0.0f, r, m.R);
