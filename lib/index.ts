@@ -21,9 +21,9 @@ export { system };
 export { version } from './system';
 export { readSafetensors, readSafetensorsHeader, parseSafetensors, writeSafetensors, SAFETENSORS_DTYPES, MAX_HEADER_LENGTH, SafetensorsDType, SafetensorsArray, SafetensorsTensorInfo, SafetensorsHeader, SafetensorsEntry, ParsedSafetensors, RawTensor, ReadSafetensorsOptions, ReadSafetensorsResult } from './safetensors';
 export {
-  iresnetArch, mobileFaceNetArch, mobileFaceNetLargeArch, backboneArch, inferShapes, parameterCount, trainableParameterCount, macs,
+  iresnetArch, foldBatchNorms, mobileFaceNetArch, mobileFaceNetLargeArch, backboneArch, inferShapes, parameterCount, trainableParameterCount, macs,
   stateDictTensors, arcfacePreprocessing, alignmentTemplate, ARCFACE_TEMPLATE_112, BACKBONE_NAMES, BackboneArch, ArchNode, TensorSpec,
   Preprocessing, AlignmentTemplate, IResNetDepth,
 } from './backbones/arch';
 export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
-export { Backbone, IResNet, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';
+export { Backbone, IResNet, loadOnnx, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';

@@ -128,7 +128,10 @@ export interface InputNode extends NodeBase<'input'> {
   readonly width: number;
 }
 
-/** 2-D convolution with a square kernel, stride and zero padding; never a bias here. */
+/**
+ * 2-D convolution with a square kernel, stride and zero padding. The builders' convolutions have no
+ * bias; a folded graph's do ({@link foldBatchNorms}: the bias carries the BatchNorm).
+ */
 export interface Conv2dNode extends NodeBase<'conv2d'> {
   readonly inC: number;
   readonly outC: number;
@@ -136,7 +139,7 @@ export interface Conv2dNode extends NodeBase<'conv2d'> {
   readonly stride: number;
   readonly padding: number;
   readonly groups: number;
-  readonly bias: false;
+  readonly bias: boolean;
 }
 
 /** Attributes shared by both BatchNorm kinds. */
@@ -252,6 +255,13 @@ export interface IResNetArchOptions {
    * give an fc.weight of another shape than the reference's.
    */
   inputSize?: number;
+  /**
+   * Width of the stem and of layer1 (default 64, the reference's), an integer in [1, 1024]: stage
+   * widths baseWidth·[1, 2, 4, 8] and fc's input 8·baseWidth·⌈inputSize/16⌉². A reduced width gives
+   * small models of the same graph (tests against an independent implementation); the reference has
+   * only 64.
+   */
+  baseWidth?: number;
 }
 
 /** Options of {@link mobileFaceNetArch}. */
@@ -273,6 +283,8 @@ export interface IResNetConfig {
   readonly embeddingSize: number;
   readonly dropout: number;
   readonly inputSize: number;
+  /** Stem and layer1 width; present only when not the reference's 64 (absent means 64). */
+  readonly baseWidth?: number;
 }
 
 /** The resolved configuration of a MobileFaceNet graph. */
@@ -299,6 +311,12 @@ export interface BackboneArch {
   readonly inputShape: readonly [number, number, number];
   readonly embeddingSize: number;
   readonly preprocessing: Preprocessing;
+  /**
+   * The BatchNorms that {@link foldBatchNorms} folded into their preceding layers (absent or empty
+   * for the graph the builder makes). Such a graph is an inference graph of the model: it is saved
+   * with its whole graph, since the builder's configuration no longer describes it.
+   */
+  readonly folds?: readonly { readonly layer: string; readonly batchNorm: string }[];
 }
 
 /** Options of {@link parameterCount}. */
@@ -605,7 +623,7 @@ const OPTION_ALIASES: Readonly<Record<string, string>> = { ...COMMON_ALIASES, nu
  * The IResNet graph of SPEC §8.1 (arcface_torch iresnet.py), with its state-dict keys.
  *
  * Stem conv3×3 3→64 (stride 1) → BN2d → PReLU; four stages of IBasicBlocks with widths 64, 128, 256,
- * 512, each stage's first block strided (layer1 too: 112 → 56 → 28 → 14 → 7) with a conv1×1 + BN
+ * 512 (64·[1, 2, 4, 8]; `baseWidth` replaces the 64), each stage's first block strided (layer1 too: 112 → 56 → 28 → 14 → 7) with a conv1×1 + BN
  * downsample shortcut; block = BN → conv3×3 → BN → PReLU → conv3×3 (stride here) → BN, plus the
  * shortcut, no activation after the add. Head: BN2d → flatten → dropout → fc (with bias) →
  * BatchNorm1d `features` whose weight is frozen at 1.
@@ -626,10 +644,11 @@ const OPTION_ALIASES: Readonly<Record<string, string>> = { ...COMMON_ALIASES, nu
 export function iresnetArch(depth: IResNetDepth, options?: IResNetArchOptions): BackboneArch {
   // Apply defaults
   const opts = optionsObject(options, 'options');
-  assertKnownOptions(opts, 'iresnetArch', ['embeddingSize', 'dropout', 'inputSize'], OPTION_ALIASES);
+  assertKnownOptions(opts, 'iresnetArch', ['embeddingSize', 'dropout', 'inputSize', 'baseWidth'], OPTION_ALIASES);
   const embeddingSize = opts.embeddingSize ?? 512;
   const dropout = opts.dropout ?? 0;
   const inputSize = opts.inputSize ?? 112;
+  const baseWidth = opts.baseWidth ?? IRESNET_WIDTHS[0];
 
   // Validate arguments
   if (!is.number(depth)) throw invalidParameterError('depth', `one of ${IRESNET_DEPTHS.join(', ')}`, depth);
@@ -638,16 +657,18 @@ export function iresnetArch(depth: IResNetDepth, options?: IResNetArchOptions): 
   assertNumber(dropout, 'dropout', 0, 1);
   if (dropout >= 1) throw outOfRangeError('dropout', 'a number in [0, 1)', dropout);
   assertInteger(inputSize, 'inputSize', 16, 1024);
+  assertInteger(baseWidth, 'baseWidth', 1, 1024);
 
   // Interpret options
   const layers = IRESNET_LAYERS[depth];
+  const widths = IRESNET_WIDTHS.map((w) => (w / IRESNET_WIDTHS[0]) * baseWidth);
   const g = new GraphBuilder(IRESNET_INIT, 3, inputSize);
-  let x = g.conv('conv1', 'input', 64, 3, 1, 1);
+  let x = g.conv('conv1', 'input', baseWidth, 3, 1, 1);
   x = g.batchNorm('batchnorm2d', 'bn1', x);
   x = g.prelu('prelu', x);
-  let inplanes = 64;
+  let inplanes = baseWidth;
   for (let s = 0; s < 4; s++) {
-    const planes = IRESNET_WIDTHS[s];
+    const planes = widths[s];
     for (let b = 0; b < layers[s]; b++) {
       const stride = b === 0 ? 2 : 1; // every stage's first block is strided (arcface_torch _make_layer(stride=2))
       const p = `layer${s + 1}.${b}`;
@@ -673,7 +694,8 @@ export function iresnetArch(depth: IResNetDepth, options?: IResNetArchOptions): 
   x = g.linear('fc', x, embeddingSize, true);
   x = g.batchNorm('batchnorm1d', 'features', x, true);
 
-  const config: IResNetConfig = { family: 'iresnet', depth, layers, embeddingSize, dropout, inputSize };
+  // baseWidth is recorded only when it differs from the reference's, so default configs stay as they were.
+  const config: IResNetConfig = { family: 'iresnet', depth, layers, embeddingSize, dropout, inputSize, ...(baseWidth !== IRESNET_WIDTHS[0] ? { baseWidth } : {}) };
   return deepFreeze({
     name: `r${depth}`,
     config,
@@ -816,6 +838,79 @@ export function backboneArch(name: BackboneName, options?: IResNetArchOptions | 
   if (name === 'mbf') return mobileFaceNetArch(options as MobileFaceNetArchOptions);
   if (name === 'mbf_large') return mobileFaceNetLargeArch(options as MobileFaceNetArchOptions);
   return iresnetArch(Number(name.slice(1)) as IResNetDepth, options as IResNetArchOptions);
+}
+
+// #endregion
+
+// #region transforms
+
+/**
+ * The graph with each listed BatchNorm folded into the conv2d or linear layer right before it: the
+ * BatchNorm node disappears (its readers read the layer), and the layer gains a bias when it has
+ * none (`<module>.bias`, initialized to 0). With the weights folded as eval BatchNorm prescribes
+ * (w·s, beta + (b − mean)·s with s = gamma/√(var + eps); what ONNX exporters store and what
+ * recognizeOnnx returns for a folded file) the folded graph computes the original one in eval mode.
+ * Training the folded graph trains another network (no batch statistics), which is allowed.
+ *
+ * @param pairs every { layer, batchNorm } to fold: the BatchNorm must read the layer, be its only
+ *   reader, and have as many features as the layer has outputs.
+ * @throws {FacecudaError} `INVALID_ARGUMENT` naming the first pair that cannot be folded.
+ * @example
+ * const folded = foldBatchNorms(iresnetArch(18), [{ layer: 'layer1.0.conv1', batchNorm: 'layer1.0.bn2' }]);
+ * folded.nodes.find((n) => n.id === 'layer1.0.conv1'); // { op: 'conv2d', bias: true, ... }
+ */
+export function foldBatchNorms(arch: BackboneArch, pairs: readonly { readonly layer: string; readonly batchNorm: string }[]): BackboneArch {
+  // Validate arguments
+  if (!Array.isArray(pairs)) throw invalidParameterError('pairs', 'an array of { layer, batchNorm }', pairs);
+  const byId = new Map(arch.nodes.map((n) => [n.id, n]));
+  const readers = new Map<string, string[]>();
+  for (const n of arch.nodes) for (const i of n.inputs) readers.set(i, [...(readers.get(i) ?? []), n.id]);
+  const bnOf = new Map<string, string>();
+  const layerOf = new Map<string, string>();
+  pairs.forEach((pair, k) => {
+    const bad = (why: string): FacecudaError =>
+      new FacecudaError('INVALID_ARGUMENT', `pairs[${k}] (${JSON.stringify(pair)}) cannot be folded: ${why}`);
+    if (!is.object(pair) || !is.string(pair.layer) || !is.string(pair.batchNorm)) throw invalidParameterError(`pairs[${k}]`, '{ layer, batchNorm } with string ids', pair);
+    const layer = byId.get(pair.layer);
+    const bn = byId.get(pair.batchNorm);
+    if (!layer || (layer.op !== 'conv2d' && layer.op !== 'linear')) throw bad(`'${pair.layer}' is not a conv2d or linear node of ${arch.name}`);
+    if (!bn || (bn.op !== 'batchnorm2d' && bn.op !== 'batchnorm1d')) throw bad(`'${pair.batchNorm}' is not a BatchNorm node of ${arch.name}`);
+    if (bn.inputs[0] !== layer.id) throw bad(`'${bn.id}' reads '${bn.inputs[0]}', not '${layer.id}'`);
+    const r = readers.get(layer.id) ?? [];
+    if (r.length !== 1 || arch.output === layer.id) throw bad(`'${layer.id}' has other readers than '${bn.id}' (${r.join(', ')})`);
+    if (bn.features !== (layer.op === 'conv2d' ? layer.outC : layer.out)) throw bad(`'${bn.id}' has ${bn.features} features for '${layer.id}'s outputs`);
+    if (bnOf.has(layer.id) || layerOf.has(bn.id)) throw bad('listed twice');
+    bnOf.set(layer.id, bn.id);
+    layerOf.set(bn.id, layer.id);
+  });
+
+  // Interpret options
+  const nodes: ArchNode[] = [];
+  for (const n of arch.nodes) {
+    if (layerOf.has(n.id)) continue;
+    const inputs = n.inputs.map((i) => layerOf.get(i) ?? i);
+    let node = { ...n, inputs } as ArchNode;
+    if ((n.op === 'conv2d' || n.op === 'linear') && bnOf.has(n.id)) {
+      const out = n.op === 'conv2d' ? n.outC : n.out;
+      const tensors = n.bias
+        ? n.tensors
+        : [...n.tensors, Object.freeze({
+          name: `${n.module ?? n.id}.bias`, role: 'bias', shape: Object.freeze([out]), dtype: 'float32', kind: 'parameter', trainable: true,
+          init: Object.freeze({ kind: 'constant', value: 0 }),
+        } as TensorSpec)];
+      node = { ...node, bias: true, tensors: Object.freeze(tensors) } as ArchNode;
+    }
+    nodes.push(Object.freeze(node));
+  }
+  const folds = [...(arch.folds ?? []), ...pairs.map((p) => Object.freeze({ layer: p.layer, batchNorm: p.batchNorm }))];
+  const folded: BackboneArch = Object.freeze({
+    ...arch,
+    nodes: Object.freeze(nodes),
+    output: layerOf.get(arch.output) ?? arch.output,
+    folds: Object.freeze(folds),
+  });
+  inferShapes(folded);
+  return folded;
 }
 
 // #endregion

@@ -34,12 +34,13 @@
 import { addon } from '../binding';
 import { resolveDevice, DeviceName, DeviceSpec } from '../device';
 import { FacecudaError, invalidParameterError, outOfRangeError, withCallSite } from '../errors';
+import { parseOnnx, readOnnx, recognizeOnnx } from '../onnx/import';
 import { readSafetensors, readSafetensorsHeader, writeSafetensors } from '../safetensors';
 import { version } from '../system';
 import { Tensor, tensorArg } from '../tensor';
 import { assertBool, assertInteger, assertKnownOptions, assertString, is, optionsObject } from '../validate';
 import {
-  ArchNode, BACKBONE_NAMES, BackboneArch, BackboneName, IResNetDepth, InitSpec, Preprocessing, TensorSpec, inferShapes, iresnetArch,
+  ArchNode, BACKBONE_NAMES, BackboneArch, arcfacePreprocessing, foldBatchNorms, BackboneName, IResNetDepth, InitSpec, Preprocessing, TensorSpec, inferShapes, iresnetArch,
   mobileFaceNetArch, parameterCount as archParameterCount, stateDictTensors,
 } from './arch';
 import type { Binding } from '../binding';
@@ -101,7 +102,10 @@ interface NativeModel {
   dispose(): void;
 }
 
-type NativeModelClass = new (desc: NativeModelDesc, options: { device: string; seed: number; threads: number }) => NativeModel;
+type NativeModelClass = new (
+  desc: NativeModelDesc,
+  options: { device: string; seed: number; threads: number; precision: BackbonePrecision; foldBatchNorm: boolean },
+) => NativeModel;
 
 function nativeModelClass(): NativeModelClass {
   const cls = (addon() as unknown as { NativeModel?: NativeModelClass }).NativeModel;
@@ -123,19 +127,43 @@ export interface BackboneOptions {
   dropout?: number;
   /** IResNet only: side of the square input, [16, 1024] (default 112; see iresnetArch). */
   inputSize?: number;
-  /** 'cpu' (the default). The executor is CPU only for now: a CUDA device throws NOT_IMPLEMENTED. */
+  /** IResNet only: stem and layer1 width, [1, 1024] (default 64; stages baseWidth·[1, 2, 4, 8]; see iresnetArch). */
+  baseWidth?: number;
+  /** 'cpu' (the default) or 'cuda' / 'cuda:N'. */
   device?: DeviceSpec;
   /** Seed of the parameter init and of Dropout's masks (default 0). */
   seed?: number;
   /** CPU threads (default 0 = the whole pool). */
   threads?: number;
+  /** See {@link BackboneRuntimeOptions.precision}. */
+  precision?: BackbonePrecision;
+  /** See {@link BackboneRuntimeOptions.foldBatchNorm}. */
+  foldBatchNorm?: boolean;
 }
 
-/** Options of {@link Backbone.fromArch} and {@link Backbone.load}. */
+/**
+ * Arithmetic of the convolutions and Linear layers: 'fp32' (default); 'bf16' (bf16 operands, fp32
+ * accumulation; activations, master weights and BatchNorm statistics stay fp32); 'tf32' (CUDA
+ * tensor cores; refused on the CPU).
+ */
+export type BackbonePrecision = 'fp32' | 'tf32' | 'bf16';
+
+/** Options of {@link Backbone.fromArch}, {@link Backbone.load} and {@link Backbone.loadOnnx}. */
 export interface BackboneRuntimeOptions {
+  /** 'cpu' (the default) or 'cuda' / 'cuda:N'. */
   device?: DeviceSpec;
+  /** Seed of the parameter init and of Dropout's masks (default 0). */
   seed?: number;
+  /** CPU threads (default 0 = the whole pool). */
   threads?: number;
+  /** Default 'fp32'. */
+  precision?: BackbonePrecision;
+  /**
+   * In eval mode, fold each conv/linear → BatchNorm pair into the layer (default true): one pass
+   * instead of two, same results within float rounding. Gradients after an eval forward stay those
+   * of the unfolded graph.
+   */
+  foldBatchNorm?: boolean;
 }
 
 /** One entry of {@link Backbone.parameters}. */
@@ -272,26 +300,25 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
-/** 'cpu' by default; a CUDA device is refused until the CUDA executor lands. */
-function backboneDevice(spec: unknown): DeviceName {
-  if (typeof spec === 'string' && spec.startsWith('cuda')) {
-    throw new FacecudaError('NOT_IMPLEMENTED', `backbone models run on the CPU only for now: ${spec} is not implemented yet (use device: 'cpu')`);
-  }
-  const device = resolveDevice(spec ?? 'cpu', 'device');
-  if (device !== 'cpu') {
-    throw new FacecudaError('NOT_IMPLEMENTED', `backbone models run on the CPU only for now: ${device} is not implemented yet (use device: 'cpu')`);
-  }
-  return device;
-}
+type Runtime = Required<Omit<BackboneRuntimeOptions, 'device'>> & { device: DeviceName };
 
-function runtimeOptions(options: unknown, fn: string, extra: readonly string[] = []): Required<Omit<BackboneRuntimeOptions, 'device'>> & { device: DeviceName } {
+const RUNTIME_KEYS = ['device', 'seed', 'threads', 'precision', 'foldBatchNorm'] as const;
+
+function runtimeOptions(options: unknown, fn: string, extra: readonly string[] = []): Runtime {
   const opts = optionsObject(options, 'options');
-  assertKnownOptions(opts, fn, ['device', 'seed', 'threads', ...extra]);
+  assertKnownOptions(opts, fn, [...RUNTIME_KEYS, ...extra]);
   const seed = opts.seed ?? 0;
   const threads = opts.threads ?? 0;
+  const precision = opts.precision ?? 'fp32';
+  const foldBatchNorm = opts.foldBatchNorm ?? true;
   assertInteger(seed, 'seed', 0);
   assertInteger(threads, 'threads', 0, 4096);
-  return { device: backboneDevice(opts.device), seed, threads };
+  if (!is.string(precision)) throw invalidParameterError('precision', "one of 'fp32', 'tf32', 'bf16'", precision);
+  if (!is.inArray(precision, ['fp32', 'tf32', 'bf16'])) throw outOfRangeError('precision', "one of 'fp32', 'tf32', 'bf16'", precision);
+  assertBool(foldBatchNorm, 'foldBatchNorm');
+  const device = resolveDevice(opts.device ?? 'cpu', 'device');
+  if (precision === 'tf32' && device === 'cpu') throw invalidParameterError('precision', "'fp32' or 'bf16' on the CPU (tf32 is a CUDA tensor-core mode)", precision);
+  return { device, seed, threads, precision: precision as BackbonePrecision, foldBatchNorm };
 }
 
 function corrupt(path: string, message: string): FacecudaError {
@@ -307,6 +334,17 @@ function parseJson(path: string, key: string, text: string | undefined): unknown
   }
 }
 
+/**
+ * Whether a checkpoint must carry the whole graph: a custom graph, a folded one, or one whose
+ * preprocessing is not what its builder gives (an imported model that normalizes differently).
+ */
+function needsGraph(arch: BackboneArch): boolean {
+  const config = arch.config as { family?: string };
+  if (config.family !== 'iresnet' && config.family !== 'mobilefacenet') return true;
+  if (arch.folds && arch.folds.length > 0) return true;
+  return JSON.stringify(arch.preprocessing) !== JSON.stringify(arcfacePreprocessing(arch.preprocessing.inputSize));
+}
+
 /** Rebuilds an arch from a checkpoint's metadata. */
 function archFromMetadata(path: string, metadata: Record<string, string>): BackboneArch {
   const name = metadata[META.architecture];
@@ -315,9 +353,15 @@ function archFromMetadata(path: string, metadata: Record<string, string>): Backb
   if (!is.object(config)) throw corrupt(path, `metadata '${META.config}' is not an object`);
   let arch: BackboneArch;
   try {
-    if (config.family === 'iresnet') {
+    if (metadata[META.graph] !== undefined) {
+      // A custom, folded or re-normalized graph: the graph itself is the truth.
+      arch = parseJson(path, META.graph, metadata[META.graph]) as BackboneArch;
+      if (!is.object(arch) || !Array.isArray(arch.nodes) || typeof arch.output !== 'string') throw new Error('not a graph');
+      inferShapes(arch);
+    } else if (config.family === 'iresnet') {
       arch = iresnetArch(config.depth as IResNetDepth, {
         embeddingSize: config.embeddingSize as number, dropout: config.dropout as number, inputSize: config.inputSize as number,
+        ...(config.baseWidth !== undefined ? { baseWidth: config.baseWidth as number } : {}), // absent: 64, the reference's
       });
     } else if (config.family === 'mobilefacenet') {
       arch = mobileFaceNetArch({ embeddingSize: config.embeddingSize as number, blocks: config.blocks as number[], scale: config.scale as number });
@@ -354,6 +398,8 @@ export class Backbone {
   readonly device: DeviceName;
   /** Seed of the init and of Dropout's masks. */
   readonly seed: number;
+  /** Arithmetic of the convolutions and Linear layers. */
+  readonly precision: BackbonePrecision;
   /** The preprocessing the model expects (also recorded in saved files). */
   readonly preprocessing: Preprocessing;
   /** Licence of the weights ('unspecified' unless set or loaded). */
@@ -367,17 +413,19 @@ export class Backbone {
   #disposed = false;
 
   /** @internal Use {@link Backbone.create}, {@link Backbone.fromArch} or {@link Backbone.load}. */
-  protected constructor(arch: BackboneArch, device: DeviceName, seed: number, threads: number) {
+  protected constructor(arch: BackboneArch, rt: Runtime) {
+    const { device, seed, threads, precision, foldBatchNorm } = rt;
     this.arch = arch;
     this.device = device;
     this.seed = seed;
+    this.precision = precision;
     this.preprocessing = arch.preprocessing;
     this.license = 'unspecified';
     this.provenance = `initialized by facecuda ${version()} (seed ${seed})`;
     this.#specs = stateDictTensors(arch);
     this.#index = new Map(this.#specs.map((t, i) => [t.name, i]));
     const Native = nativeModelClass();
-    this.#native = new Native(describe(arch), { device, seed, threads });
+    this.#native = new Native(describe(arch), { device, seed, threads, precision, foldBatchNorm });
   }
 
   /**
@@ -391,22 +439,23 @@ export class Backbone {
     if (!is.string(name)) throw invalidParameterError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
     if (!is.inArray(name, BACKBONE_NAMES)) throw outOfRangeError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
     const opts = optionsObject(options, 'options');
-    assertKnownOptions(opts, 'Backbone.create', ['embeddingSize', 'dropout', 'inputSize', 'device', 'seed', 'threads']);
-    const { embeddingSize, dropout, inputSize } = opts as BackboneOptions;
-    const rt = runtimeOptions({ device: opts.device, seed: opts.seed, threads: opts.threads }, 'Backbone.create');
+    assertKnownOptions(opts, 'Backbone.create', ['embeddingSize', 'dropout', 'inputSize', 'baseWidth', ...RUNTIME_KEYS]);
+    const { embeddingSize, dropout, inputSize, baseWidth } = opts as BackboneOptions;
+    const rt = runtimeOptions(Object.fromEntries(RUNTIME_KEYS.filter((k) => opts[k] !== undefined).map((k) => [k, opts[k]])), 'Backbone.create');
 
     // Interpret options
     let arch: BackboneArch;
     if (name === 'mbf' || name === 'mbf_large') {
-      if (dropout !== undefined || inputSize !== undefined) {
-        throw invalidParameterError(dropout !== undefined ? 'dropout' : 'inputSize', 'no value (MobileFaceNet has neither option)', dropout ?? inputSize);
+      const iresnetOnly = (['dropout', 'inputSize', 'baseWidth'] as const).find((k) => opts[k] !== undefined);
+      if (iresnetOnly !== undefined) {
+        throw invalidParameterError(iresnetOnly, 'no value (an IResNet-only option; MobileFaceNet has none of dropout, inputSize, baseWidth)', opts[iresnetOnly]);
       }
       arch = name === 'mbf' ? mobileFaceNetArch({ embeddingSize }) : mobileFaceNetArch({ embeddingSize, blocks: [2, 8, 12, 4], scale: 4 });
     } else {
       const depth = Number(name.slice(1)) as IResNetDepth;
-      arch = iresnetArch(depth, { ...(embeddingSize !== undefined ? { embeddingSize } : {}), ...(dropout !== undefined ? { dropout } : {}), ...(inputSize !== undefined ? { inputSize } : {}) });
+      arch = iresnetArch(depth, { ...(embeddingSize !== undefined ? { embeddingSize } : {}), ...(dropout !== undefined ? { dropout } : {}), ...(inputSize !== undefined ? { inputSize } : {}), ...(baseWidth !== undefined ? { baseWidth } : {}) });
     }
-    return new Backbone(arch, rt.device, rt.seed, rt.threads);
+    return new Backbone(arch, rt);
   }
 
   /**
@@ -419,7 +468,7 @@ export class Backbone {
     if (!is.object(arch) || !Array.isArray((arch as BackboneArch).nodes)) throw invalidParameterError('arch', 'a BackboneArch', arch);
     const rt = runtimeOptions(options, 'Backbone.fromArch');
     inferShapes(arch);
-    return new Backbone(arch, rt.device, rt.seed, rt.threads);
+    return new Backbone(arch, rt);
   }
 
   /**
@@ -450,9 +499,10 @@ export class Backbone {
       const extra = [...header.tensors.keys()].filter((n) => !known.has(n));
       throw corrupt(path, `unexpected tensor${extra.length > 1 ? 's' : ''} for ${arch.name}: ${extra.slice(0, 5).map((n) => `'${n}'`).join(', ')}${extra.length > 5 ? ', …' : ''}`);
     }
-    const model = new Backbone(arch, rt.device, rt.seed, rt.threads);
+    const model = new Backbone(arch, rt);
     try {
-      const { tensors, metadata } = await readSafetensors(path, { device: rt.device });
+      // Read on the host; setParameter copies to the model's device.
+      const { tensors, metadata } = await readSafetensors(path, { device: 'cpu' });
       try {
         await Promise.all(specs.map((s, i) => model.#native.setParameter(i, tensorArg(tensors.get(s.name), s.name))));
       } finally {
@@ -465,6 +515,55 @@ export class Backbone {
       throw e;
     }
     return model;
+  }
+
+  /**
+   * Imports an ONNX model of IResNet or MobileFaceNet: as PyTorch exports it from arcface_torch
+   * (BatchNorm folded or not) or as insightface ships it (e.g. `w600k_r50.onnx`, whose convolutions
+   * carry their BatchNorms as biases). The graph is recognised structurally ({@link recognizeOnnx});
+   * folded layers become convolutions with a bias ({@link foldBatchNorms}), and a normalization the
+   * graph applies to its own input (insightface's Sub/Mul prefix) becomes the model's
+   * `preprocessing` (mean/std) instead of a layer, so `forward` takes the normalized input as
+   * for every backbone. The model comes back in eval mode (an ONNX graph is an inference graph).
+   *
+   * @param source a path, or the file's bytes
+   * @throws `IO_ERROR` when the file cannot be read; `CORRUPT_FILE` for a malformed protobuf;
+   *   `NOT_IMPLEMENTED` naming the first node that does not fit IResNet or MobileFaceNet
+   * @example
+   * const model = await Backbone.loadOnnx('w600k_r50.onnx');
+   * model.preprocessing.mean; // [127.5, 127.5, 127.5]
+   * const emb = await model.forward(x);
+   */
+  static async loadOnnx(source: string | Uint8Array, options?: BackboneRuntimeOptions): Promise<Backbone> {
+    const site = new Error();
+    // Validate arguments
+    if (!is.string(source) && !(ArrayBuffer.isView(source) && Object.prototype.toString.call(source) === '[object Uint8Array]')) {
+      throw invalidParameterError('source', 'a path or a Uint8Array holding an ONNX file', source);
+    }
+    const rt = runtimeOptions(options, 'loadOnnx');
+    // Interpret options
+    const onnx = is.string(source) ? await withCallSite(readOnnx(source), site) : parseOnnx(source);
+    const rec = recognizeOnnx(onnx);
+    let arch = rec.folds.length > 0 ? foldBatchNorms(rec.arch, rec.folds) : rec.arch;
+    if (rec.inputNormalization) {
+      const { mean, std } = rec.inputNormalization;
+      arch = Object.freeze({
+        ...arch,
+        preprocessing: Object.freeze({ ...arch.preprocessing, mean: Object.freeze([...mean] as [number, number, number]), std: Object.freeze([...std] as [number, number, number]) }),
+      });
+    }
+    const model = new Backbone(arch, rt);
+    try {
+      await withCallSite(model.loadStateDict(rec.tensors), site);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    const meta = new Map(onnx.metadataProps.map((e) => [e.key, e.value]));
+    model.license = meta.get('license') ?? 'unspecified';
+    const producer = onnx.producerName ? ` (${onnx.producerName}${onnx.producerVersion ? ` ${onnx.producerVersion}` : ''})` : '';
+    model.provenance = `imported from ${onnx.source}${producer}`;
+    return model.eval();
   }
 
   /** The arcface_torch name ('r50', 'mbf', …). */
@@ -684,7 +783,6 @@ export class Backbone {
         if (!sameShape(v.shape, spec.shape)) {
           throw new FacecudaError('SHAPE_MISMATCH', `'${name}' has shape [${v.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
         }
-        if (v.device !== this.device) throw new FacecudaError('INVALID_ARGUMENT', `'${name}' is on ${v.device} but the model is on ${this.device}`);
         jobs.push([i, tensorArg(v, name)]);
         continue;
       }
@@ -754,7 +852,7 @@ export class Backbone {
       [META.license]: license,
       [META.provenance]: provenance,
     };
-    if (config.family !== 'iresnet' && config.family !== 'mobilefacenet') metadata[META.graph] = JSON.stringify(this.arch);
+    if (needsGraph(this.arch)) metadata[META.graph] = JSON.stringify(this.arch);
     const raw = await withCallSite(this.#live().parameters(), site);
     const tensors = new Map<string, Tensor>();
     raw.forEach((r, i) => {
@@ -808,7 +906,7 @@ export const MobileFaceNet = {
    * @param options embeddingSize, device, seed, threads; `large: true` for mbf_large
    * @example const mbf = MobileFaceNet.create({ embeddingSize: 512 });
    */
-  create(options?: Omit<BackboneOptions, 'dropout' | 'inputSize'> & { large?: boolean }): Backbone {
+  create(options?: Omit<BackboneOptions, 'dropout' | 'inputSize' | 'baseWidth'> & { large?: boolean }): Backbone {
     const opts = optionsObject(options, 'options');
     const { large, ...rest } = opts as { large?: boolean };
     if (large !== undefined) assertBool(large, 'large');
@@ -824,3 +922,15 @@ export const MobileFaceNet = {
     return m;
   },
 };
+
+/**
+ * {@link Backbone.loadOnnx}: an IResNet or MobileFaceNet ONNX model (arcface_torch export or
+ * insightface model zoo) as a Backbone in eval mode.
+ *
+ * @example
+ * const model = await loadOnnx('w600k_r50.onnx', { device: 'cpu' });
+ * const emb = await model.forward(x); // [N, 512]
+ */
+export function loadOnnx(source: string | Uint8Array, options?: BackboneRuntimeOptions): Promise<Backbone> {
+  return Backbone.loadOnnx(source, options);
+}

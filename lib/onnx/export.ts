@@ -132,14 +132,20 @@ export function archToOnnx(
           ints('dilations', [1, 1]), int('group', n.groups), ints('kernel_shape', [n.kernel, n.kernel]),
           ints('pads', [n.padding, n.padding, n.padding, n.padding]), ints('strides', [n.stride, n.stride]),
         ];
+        const convBias = n.bias ? get(`${n.id}.bias`) : null;  // a folded graph's (foldBatchNorms)
         if (fold && bn && !keep.has(n.id)) {
-          const { w, c } = foldInto(n.id, bn, get(`${n.id}.weight`), null, n.outC);
+          const { w, c } = foldInto(n.id, bn, get(`${n.id}.weight`), convBias, n.outC);
           const out = node('Conv', n.id, [src(), init('Conv', wShape, w), init('Conv', [n.outC], c)], attrs);
           valueOf.set(n.id, out);
           valueOf.set(bn.id, out);
         } else {
           fileTensors.set(`${n.id}.weight`, get(`${n.id}.weight`));
-          valueOf.set(n.id, node('Conv', n.id, [src(), init('Conv', wShape, get(`${n.id}.weight`))], attrs));
+          const ins = [src(), init('Conv', wShape, get(`${n.id}.weight`))];
+          if (convBias) {
+            fileTensors.set(`${n.id}.bias`, convBias);
+            ins.push(init('Conv', [n.outC], convBias));
+          }
+          valueOf.set(n.id, node('Conv', n.id, ins, attrs));
         }
         break;
       }

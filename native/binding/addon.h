@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "facecuda/device.h"
+#include "facecuda/gemm.h"
 #include "facecuda/error.h"
 #include "facecuda/tensor.h"
 
@@ -82,6 +83,8 @@ Napi::Value make_error(Napi::Env env, std::exception_ptr e);
 std::string arg_string(const Napi::CallbackInfo& info, size_t i, const char* name);
 double arg_number(const Napi::CallbackInfo& info, size_t i, const char* name);
 bool arg_bool(const Napi::CallbackInfo& info, size_t i, const char* name);
+// 'fp32' | 'tf32' | 'bf16' → fc::GemmPrecision (INVALID_ARGUMENT otherwise; heads.cc).
+fc::GemmPrecision parse_precision(const std::string& s);
 std::vector<int64_t> arg_shape(const Napi::CallbackInfo& info, size_t i, const char* name);
 fc::Device arg_device(const Napi::CallbackInfo& info, size_t i, const char* name);
 

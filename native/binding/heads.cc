@@ -21,6 +21,13 @@
 
 namespace fcb {
 
+fc::GemmPrecision parse_precision(const std::string& s) {
+  if (s == "fp32") return fc::GemmPrecision::F32;
+  if (s == "bf16") return fc::GemmPrecision::BF16;
+  if (s == "tf32") return fc::GemmPrecision::TF32;
+  fc::fail(fc::Code::InvalidArgument, fc::str("Expected 'fp32', 'tf32' or 'bf16' for precision but received '", s, "'"));
+}
+
 namespace {
 
 const napi_type_tag kHeadTag = {0x4a1d9c7e22b34f50ULL, 0x8d6e5f4c3b2a1908ULL};
@@ -66,13 +73,6 @@ Napi::Object arg_object(const Napi::CallbackInfo& info, size_t i, const char* na
     throw Napi::TypeError::New(info.Env(), std::string("Expected an options object for ") + name);
   }
   return info[i].As<Napi::Object>();
-}
-
-fc::GemmPrecision parse_precision(const std::string& s) {
-  if (s == "fp32") return fc::GemmPrecision::F32;
-  if (s == "bf16") return fc::GemmPrecision::BF16;
-  if (s == "tf32") return fc::GemmPrecision::TF32;
-  fc::fail(fc::Code::InvalidArgument, fc::str("Expected 'fp32', 'tf32' or 'bf16' for precision but received '", s, "'"));
 }
 
 // A float32 typed array argument, copied now (the caller may reuse its array).

@@ -169,7 +169,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
                         InstanceMethod<&NativeModel::Dispose>("dispose")});
   }
 
-  // new NativeModel(description, { device, seed, threads })
+  // new NativeModel(description, { device, seed, threads, precision, foldBatchNorm })
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info), HeldObject("model") {
     Napi::Env env = info.Env();
     try {
@@ -180,9 +180,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
       FC_CHECK(seed >= 0, InvalidArgument, "Expected a non-negative integer for seed but received ", seed);
       mo.seed = static_cast<uint64_t>(seed);
       mo.max_threads = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(get_integer(o, "threads", 0, "options"), 1 << 20)));
+      mo.precision = parse_precision(get_string(o, "precision", "fp32", "options"));
+      mo.fold_batch_norm = get_bool(o, "foldBatchNorm", true, "options");
       device_ = fc::parse_device(get_string(o, "device", "cpu", "options"));
-      FC_CHECK(device_.is_cpu(), NotImplemented, "the backbone executor runs on the CPU only for now: ", device_.str(),
-               " is not implemented yet (create the model with device 'cpu')");
       fc::Model::validate(desc);
       for (size_t t = 0; t < desc.tensors.size(); ++t) {
         names_.emplace(desc.tensors[t].name, static_cast<int>(t));
@@ -232,7 +232,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
     return HeldObject::share(env, s, dev, env.Null());
   }
 
-  // setParameter(nameOrIndex, Float32Array | BigInt64Array | NativeTensor): copies into the model's tensor.
+  // setParameter(nameOrIndex, Float32Array | BigInt64Array | NativeTensor on any device): copies into the model's tensor.
   Napi::Value SetParameter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
@@ -262,8 +262,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
                  fc::dtype_name(t.dtype));
         FC_CHECK(t.shape == sp.shape, ShapeMismatch, "Expected a tensor of shape ", fc::shape_str(sp.shape), " but received ",
                  fc::shape_str(t.shape));
-        FC_CHECK(t.device == device_, InvalidArgument, "Expected a tensor on ", device_.str(), " but received one on ",
-                 t.device.str());
+        // Any device: load_tensor copies across devices (a checkpoint read on the host, a CUDA model).
         src = t.slot;
         host.reset();
       }
@@ -272,14 +271,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
     }
     auto job = std::make_unique<Job>(env);
     job->work = [h, index, host, src]() {
-      fc::Tensor& dst = h->get().tensor(static_cast<size_t>(index));
-      if (host) {
-        if (!host->empty()) std::memcpy(dst.data(), host->data(), host->size());
-      } else {
-        const fc::Tensor& s = src->get();
-        if (s.storage() == dst.storage() && s.offset() == dst.offset()) return;  // the model's own tensor
-        s.copy_to_host(dst.data());
-      }
+      fc::Model& m = h->get();
+      if (host) m.load_tensor(static_cast<size_t>(index), host->data(), host->size());
+      else m.load_tensor(static_cast<size_t>(index), src->get());
     };
     return schedule(env, device_, std::move(job));
   }
@@ -298,7 +292,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel>, private HeldObject<fc:
     bool i64 = specs_[index].dtype == fc::DType::I64;
     auto job = std::make_unique<Job>(env);
     job->work = [h, index, out]() {
-      const fc::Tensor& t = h->get().tensor(static_cast<size_t>(index));
+      const fc::Tensor& t = h->get().tensor_view(static_cast<size_t>(index));
       out->resize(t.nbytes());
       if (!out->empty()) t.copy_to_host(out->data());
     };

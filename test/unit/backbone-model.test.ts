@@ -11,7 +11,9 @@ import { Backbone, IResNet, MobileFaceNet } from '../../lib/backbones/model';
 import { FacecudaError } from '../../lib/errors';
 import { readSafetensors, writeSafetensors } from '../../lib/safetensors';
 import { Tensor } from '../../lib/tensor';
-import { SEED, randomFloats, rng } from '../helpers';
+import { SEED, gpuStatus, randomFloats, rng } from '../helpers';
+
+const cudaAvailable = (): boolean => gpuStatus().available;
 
 // #region a tiny graph of every node kind
 
@@ -384,6 +386,77 @@ describe(`tiny graph vs float64 reference (seed ${SEED})`, () => {
   });
 });
 
+describe('eval-mode BatchNorm folding', () => {
+  function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
+    let m = 1e-30;
+    let e = 0;
+    for (let i = 0; i < want.length; i++) {
+      m = Math.max(m, Math.abs(want[i]));
+      e = Math.max(e, Math.abs(got[i] - want[i]));
+    }
+    return e / m;
+  }
+
+  test('folded and unfolded eval agree (forward, input and parameter gradients); reloaded weights are folded again', async () => {
+    const r = rng(SEED + 21);
+    const opts = { baseWidth: 4, inputSize: 32, embeddingSize: 16, seed: 21 };
+    const folded = IResNet.create('r18', opts);
+    const plain = IResNet.create('r18', { ...opts, foldBatchNorm: false });
+    // Non-trivial statistics everywhere (0/1 would hide a wrong fold).
+    const state = new Map<string, Float32Array>();
+    for (const p of await folded.parameters({ includeBuffers: true })) {
+      if (p.value.dtype !== 'float32') continue;
+      const n = p.value.shape.reduce((a, b) => a * b, 1);
+      if (p.name.endsWith('running_var')) state.set(p.name, Float32Array.from({ length: n }, () => 0.3 + r()));
+      else if (p.name.endsWith('running_mean') || (p.name.endsWith('.bias') && p.value.rank === 1)) state.set(p.name, randomFloats(n, r, -0.3, 0.3));
+      else if (p.name.endsWith('.weight') && p.value.rank === 1) state.set(p.name, Float32Array.from({ length: n }, () => 0.6 + 0.8 * r()));
+      p.value.dispose();
+      p.grad?.dispose();
+    }
+    for (const m of [folded, plain]) {
+      await m.loadStateDict(state, { strict: false });
+      m.eval();
+    }
+    const N = 3;
+    const x = randomFloats(N * 3 * 32 * 32, r);
+    const g = randomFloats(N * 16, r);
+    const run = async (m: Backbone) => {
+      await m.zeroGrad();
+      const y = (await (await m.forward(x)).toArray()) as Float32Array;
+      const dx = (await (await m.backward(g, { inputGrad: true }))!.toArray()) as Float32Array;
+      const grads = new Map<string, Float32Array>();
+      for (const p of await m.parameters()) {
+        if (p.grad) grads.set(p.name, (await p.grad.toArray()) as Float32Array);
+        p.value.dispose();
+        p.grad?.dispose();
+      }
+      return { y, dx, grads };
+    };
+    const a = await run(folded);
+    const b = await run(plain);
+    expect(maxRel(a.y, b.y)).toBeLessThan(1e-5);
+    expect(maxRel(a.dx, b.dx)).toBeLessThan(1e-5);
+    for (const [name, gb] of b.grads) expect([name, maxRel(a.grads.get(name) as Float32Array, gb) < 1e-4]).toEqual([name, true]);
+
+    // New weights in eval mode (setParameter) are folded again before the next forward.
+    const w = randomFloats(4 * 4 * 9, r, -0.5, 0.5);
+    for (const m of [folded, plain]) await m.loadStateDict({ 'layer1.0.conv1.weight': w }, { strict: false });
+    const y2a = (await (await folded.forward(x)).toArray()) as Float32Array;
+    const y2b = (await (await plain.forward(x)).toArray()) as Float32Array;
+    expect(maxRel(y2a, y2b)).toBeLessThan(1e-5);
+    expect(maxRel(y2a, a.y)).toBeGreaterThan(1e-3);
+    // Training forwards move the running statistics; the next eval forward folds the new ones.
+    for (const m of [folded, plain]) {
+      m.train();
+      await m.forward(x);
+      m.eval();
+    }
+    expect(maxRel((await (await folded.forward(x)).toArray()) as Float32Array, (await (await plain.forward(x)).toArray()) as Float32Array)).toBeLessThan(1e-5);
+    folded.dispose();
+    plain.dispose();
+  });
+});
+
 describe('IResNet and MobileFaceNet', () => {
   test('IResNet-18: 24.026 M parameters, forward [N, 512]', async () => {
     const model = IResNet.create(18, { seed: 3 });
@@ -504,13 +577,14 @@ describe('checkpoints: clear errors', () => {
 });
 
 describe('argument errors', () => {
-  test('CUDA device, wrong input shape, backward without forward, disposed', async () => {
-    expect(() => IResNet.create('r18', { device: 'cuda' })).toThrow(/CPU only for now/);
-    try {
-      MobileFaceNet.create({ device: 'cuda:0' });
-    } catch (e) {
-      expect(e).toMatchObject({ code: 'NOT_IMPLEMENTED' });
+  test('CUDA without a GPU, bad precision, wrong input shape, backward without forward, disposed', async () => {
+    if (!cudaAvailable()) {
+      expect(() => IResNet.create('r18', { device: 'cuda' })).toThrow(expect.objectContaining({ code: 'CUDA_UNAVAILABLE' }));
+      expect(() => MobileFaceNet.create({ device: 'cuda:0' })).toThrow(expect.objectContaining({ code: 'CUDA_UNAVAILABLE' }));
     }
+    expect(() => IResNet.create('r18', { precision: 'tf32' })).toThrow(/tf32 is a CUDA tensor-core mode/);
+    expect(() => IResNet.create('r18', { precision: 'fp16' as 'bf16' })).toThrow(RangeError);
+    expect(() => IResNet.create('r18', { foldBatchNorm: 1 as unknown as boolean })).toThrow(TypeError);
     const m = Backbone.fromArch(tinyArch(), { seed: 1 });
     await expect(m.backward(new Float32Array(10))).rejects.toThrow(/needs a completed forward/);
     await expect(m.forward(new Float32Array(49))).rejects.toMatchObject({ code: 'SHAPE_MISMATCH' });

@@ -4,7 +4,8 @@
 import { promises as fsp } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { BackboneArch, iresnetArch, mobileFaceNetArch, stateDictTensors } from '../../lib/backbones/arch';
+import { BackboneArch, foldBatchNorms, iresnetArch, mobileFaceNetArch, stateDictTensors } from '../../lib/backbones/arch';
+import { loadOnnx } from '../../lib/backbones/model';
 import { FacecudaError } from '../../lib/errors';
 import { archToOnnx } from '../../lib/onnx/export';
 import { OnnxModel, parseOnnx, readOnnx, recognizeOnnx, RecognizedOnnx } from '../../lib/onnx/import';
@@ -544,5 +545,39 @@ describe('recognition: depth from the structure', () => {
     expect(rec.arch.name).toBe('r34');
     expect(rec.arch.config).toMatchObject({ depth: 34, layers: [3, 4, 6, 3], embeddingSize: 128 });
     expect(rec.tensors.get('layer3.5.conv2.weight')?.shape).toEqual([256, 256, 3, 3]);
+  });
+});
+
+describe('foldBatchNorms and loadOnnx: errors', () => {
+  test('foldBatchNorms refuses pairs that are not a layer and its only BatchNorm reader', () => {
+    const arch = iresnetArch(18);
+    const cases: [{ layer: string; batchNorm: string }, RegExp][] = [
+      [{ layer: 'layer1.0.bn1', batchNorm: 'layer1.0.bn2' }, /'layer1.0.bn1' is not a conv2d or linear node/],
+      [{ layer: 'layer1.0.conv1', batchNorm: 'layer1.0.prelu' }, /is not a BatchNorm node/],
+      [{ layer: 'layer1.0.conv1', batchNorm: 'layer1.0.bn3' }, /'layer1.0.bn3' reads 'layer1.0.conv2', not 'layer1.0.conv1'/],
+    ];
+    for (const [pair, re] of cases) {
+      let err: unknown;
+      try {
+        foldBatchNorms(arch, [pair]);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(FacecudaError);
+      expect((err as FacecudaError).code).toBe('INVALID_ARGUMENT');
+      expect((err as Error).message).toMatch(re);
+    }
+    const folded = foldBatchNorms(arch, [{ layer: 'layer1.0.conv1', batchNorm: 'layer1.0.bn2' }]);
+    expect(folded.nodes.length).toBe(arch.nodes.length - 1);
+    expect(folded.nodes.find((n) => n.id === 'layer1.0.prelu')?.inputs).toEqual(['layer1.0.conv1']);
+    expect(stateDictTensors(folded).some((t) => t.name === 'layer1.0.conv1.bias')).toBe(true);
+    expect(stateDictTensors(folded).some((t) => t.name.startsWith('layer1.0.bn2.'))).toBe(false);
+  });
+
+  test('loadOnnx: a bad source type, corrupt bytes and a non-backbone graph', async () => {
+    await expect(loadOnnx(42 as unknown as string)).rejects.toThrow(TypeError);
+    await expect(loadOnnx(Uint8Array.of(0x0a, 0xff, 0xff))).rejects.toMatchObject({ code: 'CORRUPT_FILE' });
+    await expect(loadOnnx(tiny)).rejects.toMatchObject({ code: 'NOT_IMPLEMENTED', message: expect.stringMatching(/node/) });
+    await expect(loadOnnx(path.join(dir, 'missing.onnx'))).rejects.toMatchObject({ code: 'IO_ERROR' });
   });
 });

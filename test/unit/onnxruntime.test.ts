@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { Backbone, readOnnx, recognizeOnnx, Tensor } from '../../lib';
+import { Backbone, loadOnnx, readOnnx, recognizeOnnx, Tensor } from '../../lib';
 import { archToOnnx } from '../../lib/onnx/export';
 import { encodeOnnxModel } from '../../lib/onnx/proto';
 import { randomFloats, rng, SEED } from '../helpers';
@@ -102,8 +102,63 @@ describe('backbones match onnxruntime-node on the same weights', () => {
       await imported.loadStateDict(map, { strict: false });
       const again = (await (await imported.forward(Tensor.from(x, [N, 3, 112, 112]))).toArray()) as Float32Array;
       expect(maxRel(again, theirs)).toBeLessThanOrEqual(1e-4);
+
+      // loadOnnx on the folded file: convolutions with biases, no BatchNorm2d pairs left.
+      const loaded = await loadOnnx(file, { device: 'cpu' });
+      expect(loaded.training).toBe(false);
+      expect(loaded.arch.folds?.length).toBeGreaterThan(0);
+      const viaLoad = (await (await loaded.forward(Tensor.from(x, [N, 3, 112, 112]))).toArray()) as Float32Array;
+      expect(maxRel(viaLoad, theirs)).toBeLessThanOrEqual(1e-4);
+      // save → load keeps the folded graph (it is not what the builder makes).
+      const saved = path.join(dir, `${name}-folded.safetensors`);
+      await loaded.save(saved);
+      const back = await Backbone.load(saved);
+      back.eval();
+      const viaSaved = (await (await back.forward(Tensor.from(x, [N, 3, 112, 112]))).toArray()) as Float32Array;
+      expect(Buffer.from(viaSaved.buffer).equals(Buffer.from(viaLoad.buffer))).toBe(true);
+      // …and exporting the folded graph again writes Convs with their biases.
+      const foldedState = new Map<string, Float32Array>();
+      for (const p of await back.parameters({ includeBuffers: true })) {
+        if (p.value.dtype === 'float32') foldedState.set(p.name, (await p.value.toArray()) as Float32Array);
+      }
+      const again2 = path.join(dir, `${name}-refolded.onnx`);
+      await fs.promises.writeFile(again2, encodeOnnxModel(archToOnnx(back.arch, foldedState).model));
+      expect(maxRel(runOnnxruntime(again2, x, N, dir), theirs)).toBeLessThanOrEqual(1e-4);
       model.dispose();
       imported.dispose();
+      loaded.dispose();
+      back.dispose();
     }, 120_000);
   }
+
+  it('r18 packaged as insightface ships it: raw-pixel input with a Sub/Mul prefix, every BatchNorm folded (linear too)', async () => {
+    const model = Backbone.create('r18', { device: 'cpu', seed: 9 });
+    model.eval();
+    const state = await randomizeStatistics(model, r);
+    // insightface's packaging: the graph takes raw pixels and normalizes them itself (Sub, Mul).
+    const proto = archToOnnx(model.arch, state, { foldLinearBatchNorm: true, inputNormalization: { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] } }).model;
+    const file = path.join(dir, 'r18-insightface.onnx');
+    await fs.promises.writeFile(file, encodeOnnxModel(proto));
+    const N = 3;
+    const pixels = Float32Array.from({ length: N * 3 * 112 * 112 }, () => Math.floor(256 * r()));
+    const theirs = runOnnxruntime(file, pixels, N, dir);
+
+    const loaded = await loadOnnx(await fs.promises.readFile(file));
+    expect(loaded.preprocessing.mean).toEqual([127.5, 127.5, 127.5]);
+    // 1/fround(1/127.5): the Mul constant is stored as float32.
+    for (const v of loaded.preprocessing.std) expect(v).toBeCloseTo(127.5, 4);
+    expect(loaded.arch.folds?.some((f) => f.layer === 'fc' && f.batchNorm === 'features')).toBe(true);
+    expect(loaded.arch.nodes.some((n) => n.op === 'batchnorm1d')).toBe(false);
+    // Our forward takes the normalized input, as the model's preprocessing says.
+    const pre = loaded.preprocessing;
+    const plane = 112 * 112;
+    const x = pixels.map((v, i) => {
+      const c = Math.floor(i / plane) % 3;
+      return (v - pre.mean[c]) / pre.std[c];
+    });
+    const ours = (await (await loaded.forward(Tensor.from(x, [N, 3, 112, 112]))).toArray()) as Float32Array;
+    expect(maxRel(ours, theirs)).toBeLessThanOrEqual(1e-4);
+    loaded.dispose();
+    model.dispose();
+  }, 120_000);
 });

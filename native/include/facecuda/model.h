@@ -20,10 +20,23 @@
 //     ACCUMULATE (+=) until zero_grad(); the input gradient is returned only when asked for.
 //   - A BatchNorm with frozen_weight (IResNet's `features`) never gets a weight gradient; its weight
 //     is a parameter without a gradient.
+//   - Eval-mode BatchNorm folding (ModelOptions::fold_batch_norm, default on): in eval mode a
+//     BatchNorm whose input is a conv2d or linear node read by nothing else is folded into that
+//     layer (w·s, beta + (b − mean)·s, s = gamma/√(var + eps), computed in double by
+//     nn::fold_batch_norm), so the layer writes the normalized output in one pass. The folded
+//     weights are cached and rebuilt when the parameters may have changed: after set_training,
+//     load_tensor, any call of the mutable tensor(i), and on every eval forward while a parameter's
+//     storage is shared with a view outside the model (its reference count is above one). A
+//     backward after a folded eval forward first recomputes the unfolded layer outputs it needs, so
+//     gradients are those of the unfolded graph.
+// Devices: CPU and CUDA (the layer ops dispatch on the tensors' device). Parameters, gradients and
+// activations live on the model's device; the int64 num_batches_tracked counters live in host
+// memory on every device (bookkeeping no kernel reads; a CUDA training step would otherwise wait on
+// a device round trip per BatchNorm).
 // Threads: every call runs on the caller's thread (the binding calls it on the device's queue
-// thread, one job per forward/backward) and uses fc::ThreadPool through the layer ops.
-// Errors: fc::Error (INVALID_ARGUMENT, SHAPE_MISMATCH, NOT_IMPLEMENTED for a CUDA device) with a
-// message naming the node or tensor; validation runs before anything is written.
+// thread, one job per forward/backward) and uses fc::ThreadPool through the CPU layer ops.
+// Errors: fc::Error (INVALID_ARGUMENT, SHAPE_MISMATCH, CUDA_UNAVAILABLE / OUT_OF_MEMORY from the
+// device) with a message naming the node or tensor; validation runs before anything is written.
 #pragma once
 
 #include <cstdint>
@@ -89,13 +102,17 @@ struct ModelDesc {
 struct ModelOptions {
   uint64_t seed = 0;  // parameter init and Dropout masks
   int max_threads = 0;  // 0 = the whole pool
+  // Convolutions and Linear layers: F32, TF32 (CUDA tensor cores) or BF16 (bf16 operands, fp32
+  // accumulation and fp32 activations; master weights and BatchNorm statistics stay fp32).
+  GemmPrecision precision = GemmPrecision::F32;
+  bool fold_batch_norm = true;  // eval mode: fold conv/linear → BatchNorm pairs (see above)
 };
 
 class Model {
  public:
   // Validates the description (kinds, input references, tensor shapes against the attributes, the
-  // output node) and initializes every tensor from its InitDesc. Throws NOT_IMPLEMENTED for a CUDA
-  // device (the CPU executor only, for now).
+  // output node) and initializes every tensor from its InitDesc (drawn on the host, then copied to
+  // the device).
   Model(ModelDesc desc, const Device& device, const ModelOptions& options = ModelOptions());
 
   // The checks of the constructor alone (cheap; the binding runs them on the JS thread).
@@ -110,7 +127,10 @@ class Model {
   Tensor backward(const Tensor& dy, bool want_input_grad);
 
   void zero_grad();
-  void set_training(bool training) { training_ = training; }
+  void set_training(bool training) {
+    training_ = training;
+    folds_valid_ = false;
+  }
   bool training() const { return training_; }
 
   // Dropout's step counter: the next training forward uses step(); it then advances by one.
@@ -120,8 +140,17 @@ class Model {
 
   size_t num_tensors() const { return tensors_.size(); }
   const TensorDesc& tensor_desc(size_t i) const { return desc_.tensors.at(i); }
-  // The model's own storage: updating it in place updates the model.
-  Tensor& tensor(size_t i) { return tensors_.at(i); }
+  // The model's own storage: updating it in place updates the model (mutable access drops the
+  // eval folding cache; read through tensor_view to keep it).
+  Tensor& tensor(size_t i) {
+    folds_valid_ = false;
+    return tensors_.at(i);
+  }
+  const Tensor& tensor_view(size_t i) const { return tensors_.at(i); }
+  // Copies new contents into tensor i: `bytes` of host memory (exactly its size), or a tensor of its
+  // dtype and shape on any device. Throws INVALID_ARGUMENT / SHAPE_MISMATCH otherwise.
+  void load_tensor(size_t i, const void* host, size_t bytes);
+  void load_tensor(size_t i, const Tensor& src);
   // The gradient of tensor i, or an undefined Tensor for buffers and frozen parameters.
   Tensor& grad(size_t i) { return grads_.at(i); }
   // Index of a tensor by name, or -1.
@@ -143,6 +172,11 @@ class Model {
   void accumulate_into(size_t j, const Tensor& g);
   Tensor scratch_for(size_t j);
   nn::DropoutParams dropout_params(size_t node) const;
+  // Eval folding: which pairs fold (constructor), rebuilding the folded weights when needed, and
+  // the unfolded outputs a backward after a folded forward needs.
+  void plan_folds();
+  void refresh_folds();
+  void recompute_folded_outputs();
 
   ModelDesc desc_;
   Device device_;
@@ -162,6 +196,11 @@ class Model {
   std::vector<Tensor> node_grad_;  // the current backward's views
   std::vector<char> grad_set_;
   Tensor input_;  // the last forward's x (conv1's backward reads it)
+  std::vector<int> fold_bn_;    // per conv/linear node: the BatchNorm node folded into it in eval, or -1
+  std::vector<int> folded_in_;  // per BatchNorm node: the layer it is folded into, or -1
+  std::vector<Tensor> fold_w_, fold_b_;  // per folded layer: the folded weight and bias
+  bool folds_valid_ = false;
+  bool last_folded_ = false;  // the last forward ran the folded graph
   bool have_forward_ = false;
   bool last_training_ = false;
   uint64_t last_step_ = 0;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/margin_math.h"
+#include "facecuda/cuda.h"
 #include "facecuda/error.h"
 
 namespace fc {
@@ -63,6 +64,38 @@ void fill_init(Tensor& t, const InitDesc& init, uint64_t seed, uint64_t index) {
       }
       break;
   }
+}
+
+// Device-aware copies and fills of whole contiguous tensors.
+void copy_bytes(const Device& dst_dev, void* dst, const Device& src_dev, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_dev.is_cpu() && src_dev.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+  } else if (dst_dev.is_cpu()) {
+    cuda::copy_d2h(src_dev.index, dst, src, bytes);
+  } else if (src_dev.is_cpu()) {
+    cuda::copy_h2d(dst_dev.index, dst, src, bytes);
+  } else {
+    FC_CHECK(dst_dev == src_dev, InvalidArgument, "Expected both tensors on one device but received ", src_dev.str(),
+             " and ", dst_dev.str());
+    cuda::copy_d2d(dst_dev.index, dst, src, bytes);
+  }
+}
+
+// dst = src (same numel and dtype; dst contiguous; src any layout, on any device).
+void copy_into(const Tensor& dst, const Tensor& src) {
+  if (src.is_contiguous()) {
+    copy_bytes(dst.device(), dst.data(), src.device(), src.data(), dst.nbytes());
+  } else {
+    Tensor c = src.to(src.device());  // a contiguous copy
+    copy_bytes(dst.device(), dst.data(), c.device(), c.data(), dst.nbytes());
+  }
+}
+
+void zero_fill(const Tensor& t) {
+  if (!t.defined() || t.nbytes() == 0) return;
+  if (t.device().is_cpu()) std::memset(t.data(), 0, t.nbytes());
+  else cuda::memset_zero(t.device().index, t.data(), t.nbytes());
 }
 
 // Checks tensor `idx` of node `label`: present (unless optional), float32, of shape `want`.
@@ -212,19 +245,24 @@ void Model::validate(const ModelDesc& d) {
 
 Model::Model(ModelDesc desc, const Device& device, const ModelOptions& options)
     : desc_(std::move(desc)), device_(device), options_(options) {
-  FC_CHECK(device_.is_cpu(), NotImplemented, "the backbone executor runs on the CPU only for now: ", device_.str(),
-           " is not implemented yet (create the model with device 'cpu')");
   validate(desc_);
+  FC_CHECK(options_.precision == GemmPrecision::F32 || options_.precision == GemmPrecision::BF16 ||
+               (options_.precision == GemmPrecision::TF32 && device_.is_cuda()),
+           InvalidArgument, "Expected precision fp32 or bf16 (tf32: CUDA only) for a model on ", device_.str());
+  if (device_.is_cuda()) cuda::require_device(device_.index);
   ex_.max_threads = options_.max_threads;
+  ex_.precision = options_.precision;
   tensors_.resize(desc_.tensors.size());
   grads_.resize(desc_.tensors.size());
   for (size_t t = 0; t < desc_.tensors.size(); ++t) {
     const TensorDesc& td = desc_.tensors[t];
-    tensors_[t] = Tensor::empty(td.shape, td.dtype, device_);
-    fill_init(tensors_[t], td.init, options_.seed, t);
+    // Drawn on the host (the generator is host code), then moved; counters stay on the host.
+    Tensor host = Tensor::empty(td.shape, td.dtype, Device::cpu());
+    fill_init(host, td.init, options_.seed, t);
+    tensors_[t] = td.dtype == DType::I64 || device_.is_cpu() ? host : host.to(device_);
     if (!td.buffer && td.trainable) {
       grads_[t] = Tensor::empty(td.shape, td.dtype, device_);
-      if (grads_[t].nbytes()) std::memset(grads_[t].data(), 0, grads_[t].nbytes());
+      zero_fill(grads_[t]);
     }
   }
   const size_t nn_ = desc_.nodes.size();
@@ -242,6 +280,95 @@ Model::Model(ModelDesc desc, const Device& device, const ModelOptions& options)
     if (n.kind == NodeKind::BatchNorm1d || n.kind == NodeKind::BatchNorm2d) {
       save_mean_[i] = Tensor::empty({n.features}, DType::F32, device_);
       save_invstd_[i] = Tensor::empty({n.features}, DType::F32, device_);
+    }
+  }
+  plan_folds();
+}
+
+void Model::load_tensor(size_t i, const void* host, size_t bytes) {
+  FC_CHECK(i < tensors_.size(), InvalidArgument, "Expected a tensor index in [0, ", tensors_.size(), ") but received ", i);
+  const Tensor& dst = tensors_[i];
+  FC_CHECK(bytes == dst.nbytes(), ShapeMismatch, "Expected ", dst.nbytes(), " bytes for '", desc_.tensors[i].name, "' (",
+           dst.describe(), ") but received ", bytes);
+  folds_valid_ = false;
+  copy_bytes(dst.device(), dst.data(), Device::cpu(), host, bytes);
+}
+
+void Model::load_tensor(size_t i, const Tensor& src) {
+  FC_CHECK(i < tensors_.size(), InvalidArgument, "Expected a tensor index in [0, ", tensors_.size(), ") but received ", i);
+  const Tensor& dst = tensors_[i];
+  FC_CHECK(src.defined() && src.dtype() == dst.dtype(), InvalidArgument, "Expected a ", dtype_name(dst.dtype()),
+           " tensor for '", desc_.tensors[i].name, "' but received ", src.defined() ? src.describe() : "an undefined one");
+  FC_CHECK(src.shape() == dst.shape(), ShapeMismatch, "Expected '", desc_.tensors[i].name, "' of shape ",
+           shape_str(dst.shape()), " but received ", shape_str(src.shape()));
+  folds_valid_ = false;
+  if (src.storage() == dst.storage() && src.offset() == dst.offset()) return;  // the model's own tensor
+  copy_into(dst, src);
+}
+
+void Model::plan_folds() {
+  const size_t nn_ = desc_.nodes.size();
+  fold_bn_.assign(nn_, -1);
+  folded_in_.assign(nn_, -1);
+  fold_w_.assign(nn_, Tensor());
+  fold_b_.assign(nn_, Tensor());
+  if (!options_.fold_batch_norm) return;
+  std::vector<int> readers(nn_, 0);
+  for (const NodeDesc& n : desc_.nodes) {
+    for (int j : n.inputs) ++readers[j];
+  }
+  for (size_t j = 1; j < nn_; ++j) {
+    const NodeDesc& bn = desc_.nodes[j];
+    if ((bn.kind != NodeKind::BatchNorm1d && bn.kind != NodeKind::BatchNorm2d) || bn.running_mean < 0) continue;
+    const int i = bn.inputs[0];
+    const NodeDesc& layer = desc_.nodes[i];
+    if (layer.kind != NodeKind::Conv2d && layer.kind != NodeKind::Linear) continue;
+    if (readers[i] != 1 || desc_.output == i) continue;
+    fold_bn_[i] = static_cast<int>(j);
+    folded_in_[j] = i;
+  }
+}
+
+void Model::refresh_folds() {
+  // Views handed out (parameters()) may be written at any time: fold again while any exist.
+  bool shared = false;
+  for (size_t i = 1; i < desc_.nodes.size() && !shared; ++i) {
+    if (fold_bn_[i] < 0) continue;
+    const NodeDesc& l = desc_.nodes[i];
+    const NodeDesc& bn = desc_.nodes[fold_bn_[i]];
+    for (int t : {l.weight, l.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var}) {
+      if (t >= 0 && tensors_[t].storage().use_count() > 1) shared = true;
+    }
+  }
+  if (folds_valid_ && !shared) return;
+  const Tensor none;
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    if (fold_bn_[i] < 0) continue;
+    const NodeDesc& l = desc_.nodes[i];
+    const NodeDesc& bn = desc_.nodes[fold_bn_[i]];
+    const Tensor& w = tensors_[l.weight];
+    if (!fold_w_[i].defined()) {
+      fold_w_[i] = Tensor::empty(w.shape(), DType::F32, device_);
+      fold_b_[i] = Tensor::empty({w.size(0)}, DType::F32, device_);
+    }
+    nn::fold_batch_norm(w, l.bias >= 0 ? tensors_[l.bias] : none, bn.weight >= 0 ? tensors_[bn.weight] : none,
+                        bn.bias >= 0 ? tensors_[bn.bias] : none, tensors_[bn.running_mean], tensors_[bn.running_var],
+                        bn.eps, fold_w_[i], fold_b_[i]);
+  }
+  folds_valid_ = true;
+}
+
+void Model::recompute_folded_outputs() {
+  const Tensor none;
+  for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    if (fold_bn_[i] < 0) continue;
+    const NodeDesc& nd = desc_.nodes[i];
+    const Tensor& in = act_[nd.inputs[0]];
+    const Tensor& b = nd.bias >= 0 ? tensors_[nd.bias] : none;
+    if (nd.kind == NodeKind::Conv2d) {
+      nn::conv2d_forward(in, tensors_[nd.weight], b, act_[i], nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+    } else {
+      nn::linear_forward(in, tensors_[nd.weight], b, act_[i], ex_);
     }
   }
 }
@@ -370,7 +497,7 @@ void Model::accumulate_into(size_t j, const Tensor& g) {
   if (grad_set_[j]) {
     nn::add(node_grad_[j], g.reshape(shapes_[j]), node_grad_[j], ex_);
   } else {
-    std::memcpy(node_grad_[j].data(), g.data(), node_grad_[j].nbytes());
+    copy_into(node_grad_[j], g);
     grad_set_[j] = 1;
   }
 }
@@ -410,6 +537,10 @@ Tensor Model::forward(const Tensor& x) {
   act_[0] = x;
   last_training_ = training_;
   last_step_ = step_;
+  const bool fold = !training_ && options_.fold_batch_norm;
+  if (fold) refresh_folds();
+  if (training_) folds_valid_ = false;  // the running statistics move
+  last_folded_ = fold;
   for (size_t i = 1; i < desc_.nodes.size(); ++i) {
     const NodeDesc& nd = desc_.nodes[i];
     const Tensor& in = act_[nd.inputs[0]];
@@ -418,10 +549,14 @@ Tensor Model::forward(const Tensor& x) {
       continue;
     }
     act_[i] = slice(act_buf_[i], n);
-    const Tensor& y = act_[i];
+    if (fold && folded_in_[i] >= 0) continue;  // its layer wrote act_[i] already
+    // A folded layer writes its BatchNorm's output directly (its own output is recomputed only if a
+    // backward needs it).
+    const bool folded_layer = fold && fold_bn_[i] >= 0;
+    const Tensor& y = folded_layer ? (act_[fold_bn_[i]] = slice(act_buf_[fold_bn_[i]], n)) : act_[i];
     const Tensor none;
-    const Tensor& w = nd.weight >= 0 ? tensors_[nd.weight] : none;
-    const Tensor& b = nd.bias >= 0 ? tensors_[nd.bias] : none;
+    const Tensor& w = folded_layer ? fold_w_[i] : nd.weight >= 0 ? tensors_[nd.weight] : none;
+    const Tensor& b = folded_layer ? fold_b_[i] : nd.bias >= 0 ? tensors_[nd.bias] : none;
     switch (nd.kind) {
       case NodeKind::Conv2d:
         nn::conv2d_forward(in, w, b, y, nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
@@ -464,7 +599,7 @@ Tensor Model::forward(const Tensor& x) {
   have_forward_ = true;
   const Tensor& out = act_[desc_.output];
   Tensor result = Tensor::empty(out.shape(), DType::F32, device_);
-  std::memcpy(result.data(), out.data(), result.nbytes());
+  copy_into(result, out);
   return result;
 }
 
@@ -478,6 +613,10 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
            shape_str(shapes_[desc_.output]), " (the last forward's output) but received ", shape_str(dy.shape()));
 
   // Run
+  if (last_folded_) {
+    recompute_folded_outputs();  // the BatchNorm backwards read their unfolded inputs
+    last_folded_ = false;
+  }
   ensure_grad_buffers();
   const int64_t n = shapes_[0][0];
   std::fill(grad_set_.begin(), grad_set_.end(), 0);
@@ -485,8 +624,7 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
   Tensor dx_input = want_input_grad ? Tensor::empty(shapes_[0], DType::F32, device_) : Tensor();
   node_grad_[0] = dx_input;
   {
-    Tensor g = node_grad_[desc_.output];
-    dy.copy_to_host(g.data());  // handles a strided dy
+    copy_into(node_grad_[desc_.output], dy);  // handles a strided dy
     grad_set_[desc_.output] = 1;
   }
   const Tensor none;
@@ -560,15 +698,13 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
       else nn::add(node_grad_[j], dx, node_grad_[j], ex_);
     }
   }
-  if (want_input_grad && !grad_set_[0]) std::memset(dx_input.data(), 0, dx_input.nbytes());
+  if (want_input_grad && !grad_set_[0]) zero_fill(dx_input);
   node_grad_[0] = Tensor();
   return dx_input;
 }
 
 void Model::zero_grad() {
-  for (Tensor& g : grads_) {
-    if (g.defined() && g.nbytes()) std::memset(g.data(), 0, g.nbytes());
-  }
+  for (Tensor& g : grads_) zero_fill(g);
 }
 
 }  // namespace fc
