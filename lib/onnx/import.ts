@@ -14,8 +14,9 @@
  * 3. Input normalization: a chain of Sub/Mul/Div/Add with a constant per-channel (or scalar) operand
  *    right after the image input is folded into one affine map per channel and reported as
  *    `inputNormalization` { mean, std } (the graph computes (x − mean)/std itself).
- * 4. The family and configuration come from the structure: the first Conv (64 outputs, 3×3,
- *    stride 1 → IResNet; stride 2 → MobileFaceNet with scale = outputs/64), the number of residual
+ * 4. The family and configuration come from the structure: the first Conv (3×3, stride 1 →
+ *    IResNet, its outputs the base width, 64 as released; stride 2 → MobileFaceNet with scale =
+ *    outputs/64), the number of residual
  *    Adds (IResNet 8/16/24/49/98 → r18/34/50/100/200; MobileFaceNet: Adds between the strided
  *    convolutions give the blocks per stage), the embedding size from the final linear layer and the
  *    input size from the graph input (or fc's input features).
@@ -884,11 +885,13 @@ function identifyArch(view: GraphView, start: string): BackboneArch {
   const transB = view.node(gemm).opType === 'Gemm' && attrInt(view.node(gemm), 'transB', 0) !== 0;
   const [fcIn, embeddingSize] = transB ? [gw.tensor.dims[1], gw.tensor.dims[0]] : gw.tensor.dims;
 
-  if (outC === 64 && stride === 1) {
+  if (stride === 1 && outC >= 1 && outC <= 1024) {
+    // IResNet; a stem other than 64 is a reduced- or widened-width one (iresnetArch's baseWidth).
     const counts = Object.entries(IRESNET_LAYERS).map(([d, l]) => [Number(d), l.reduce((x, y) => x + y, 0)] as const);
     const hit = counts.find(([, c]) => c === residualAdds.length);
     if (!hit) {
-      throw unsupported(source, `the graph looks like an IResNet but has ${residualAdds.length} residual Adds; IResNet-${counts.map(([d]) => d).join('/')} have ${counts.map(([, c]) => c).join('/')}`);
+      const stem = outC === 64 ? 'the graph looks like an IResNet but' : `${describeNode(first, conv)} starts an IResNet of base width ${outC}, but the graph`;
+      throw unsupported(source, `${stem} has ${residualAdds.length} residual Adds; expected those of IResNet-${counts.map(([d]) => d).join('/')}: ${counts.map(([, c]) => c).join('/')}`);
     }
     let inputSize: number;
     const shape = view.imageShape;
@@ -896,12 +899,13 @@ function identifyArch(view: GraphView, start: string): BackboneArch {
       if (shape[2] !== shape[3]) throw unsupported(source, `the input is ${shape[2]}×${shape[3]}; expected a square image`);
       inputSize = shape[2] as number;
     } else {
-      const k = Math.round(Math.sqrt(fcIn / 512));
-      if (k * k * 512 !== fcIn) throw unsupported(source, `fc has ${fcIn} inputs, not 512·k² for a k×k final map`);
+      const last = 8 * outC;
+      const k = Math.round(Math.sqrt(fcIn / last));
+      if (k * k * last !== fcIn) throw unsupported(source, `fc has ${fcIn} inputs, not ${last}·k² for a k×k final map`);
       inputSize = 16 * k;
     }
     if (!is.integer(inputSize) || inputSize < 16 || inputSize > 1024) throw unsupported(source, `the input size ${inputSize} is outside 16–1024`);
-    return iresnetArch(hit[0] as IResNetDepth, { embeddingSize, inputSize });
+    return iresnetArch(hit[0] as IResNetDepth, { embeddingSize, inputSize, ...(outC !== 64 ? { baseWidth: outC } : {}) });
   }
   if (stride === 2 && outC % 64 === 0) {
     const scale = outC / 64;
@@ -919,7 +923,7 @@ function identifyArch(view: GraphView, start: string): BackboneArch {
     if (scale > 16) throw unsupported(source, `the stem has ${outC} channels (scale ${scale}); expected scale 1–16`);
     return mobileFaceNetArch({ blocks, scale, embeddingSize });
   }
-  throw unsupported(source, `${describeNode(first, conv)} has ${outC} outputs and stride ${stride}; expected 64 with stride 1 (IResNet) or 64·scale with stride 2 (MobileFaceNet)`);
+  throw unsupported(source, `${describeNode(first, conv)} has ${outC} outputs and stride ${stride}; expected stride 1 (IResNet) or 64·scale with stride 2 (MobileFaceNet)`);
 }
 
 /**

@@ -371,6 +371,17 @@ describe('recognition: IResNet-18 (real topology, random weights)', () => {
     for (const t of rec.tensors.values()) expect(t.data.length).toBe(t.shape.reduce((a, b) => a * b, 1));
   });
 
+  test('a reduced-width IResNet (baseWidth 4, 32×32) is recognised with its width and input size', () => {
+    const small = iresnetArch(18, { baseWidth: 4, inputSize: 32, embeddingSize: 16 });
+    const w = randomTensors(small, SEED + 1);
+    for (const fold of [true, false]) {
+      const rec = recognizeOnnx(parseOnnx(encodeOnnxModel(archToOnnx(small, w, { foldBatchNorm: fold, batch: 'N' }).model)));
+      expect(rec.arch.config).toEqual(small.config);
+      expect(rec.arch.inputShape).toEqual([3, 32, 32]);
+      expect(rec.tensors.get('layer4.1.conv2.weight')?.shape).toEqual([32, 32, 3, 3]);
+    }
+  });
+
   test('unfolded export maps every tensor to its state-dict name', () => {
     const { model } = archToOnnx(arch, weights, { foldBatchNorm: false, preluSlopeShape: 'C' });
     const rec = recognizeOnnx(roundTrip(model));
@@ -406,7 +417,7 @@ describe('recognition: IResNet-18 (real topology, random weights)', () => {
     const g = model.graph!;
     g.node = g.node.map((n) => (n.name === '/layer4/1/add/Add' ? { ...n, opType: 'Mul' } : n));
     const e = errorOf(() => recognizeOnnx(roundTrip(model)));
-    expect(e.message).toMatch(/7 residual Adds; IResNet-18\/34\/50\/100\/200 have 8\/16\/24\/49\/98/);
+    expect(e.message).toMatch(/7 residual Adds; expected those of IResNet-18\/34\/50\/100\/200: 8\/16\/24\/49\/98/);
   });
 });
 
