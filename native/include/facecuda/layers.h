@@ -1,13 +1,16 @@
 // @file layers.h
-// @brief The layer library's ops on the CPU (issue 4, "Layers"): Conv2d, BatchNorm1d/2d, PReLU,
-// ReLU, Dropout, Linear, Flatten and residual add, each a forward and a backward, as functions over
+// @brief The layer library's ops on the CPU and on CUDA (issue 4, "Layers"): Conv2d, BatchNorm1d/2d,
+// PReLU, ReLU, Dropout, Linear, Flatten, residual add and the fused BatchNorm+PReLU, each a forward
+// and a backward, as functions over
 // caller-owned tensors. The backbones (SPEC §8.1 IResNet, §8.2 MobileFaceNet) are built from them; a
 // layer object records what its backward needs (the inputs named below) and a model owns the
 // activation buffers, so these functions never allocate outputs.
 //
 // Conventions shared by every op:
-//   - Tensors: float32, contiguous, on the CPU, NCHW. An undefined tensor (Tensor()) is allowed only
-//     where a parameter says so. Outputs are never resized: a wrong shape throws.
+//   - Tensors: float32, contiguous, NCHW, all on one device: the CPU, or one CUDA device (the op then
+//     runs there; a tensor on another device is INVALID_ARGUMENT naming it, e.g. "Expected w on cuda:0
+//     but received float32[8, 3, 3, 3] on cpu"). An undefined tensor (Tensor()) is allowed only where a
+//     parameter says so. Outputs are never resized: a wrong shape throws.
 //   - Errors: fc::Error with INVALID_ARGUMENT (bad option, dtype, device, layout, aliasing) or
 //     SHAPE_MISMATCH, with a message that names the argument and states what was expected, e.g.
 //     "Expected w of shape [64, 3, 3, 3] (Cout, Cin/groups, KH, KW) but received [64, 3, 3]". Nothing
@@ -27,7 +30,28 @@
 //   - Reductions: per-channel sums (BatchNorm statistics and gradients, dalpha, bias gradients) are
 //     float partial sums over runs of at most 32 elements per lane, added in double.
 //
-// Convolution algorithms (chosen from the shapes only; conv2d_algorithm names the choice):
+// On CUDA (same checks and messages; the work is enqueued on the device's stream; call from the
+// device's queue thread):
+//   - Convolutions run through cuDNN 9 (legacy API, NCHW; NHWC is the measured-fastest layout for
+//     tensor cores on Hopper and is left for when it can be measured). The algorithm is found once per
+//     (device, shapes, parameters, precision, direction) with cudnnFind*AlgorithmEx and cached: the
+//     fastest deterministic one whose workspace fits ExecOptions::max_workspace_bytes (0 = 256 MiB on
+//     CUDA), else the fastest that fits. conv results are NOT bitwise equal to the CPU's (another
+//     summation order); with a deterministic algorithm they are run to run.
+//   - ExecOptions::precision on CUDA: F32 = fp32 FMA math only (CUDNN_FMA_MATH, cuBLAS COMPUTE_32F:
+//     no TF32 whatever NVIDIA_TF32_OVERRIDE says); TF32 = tensor-op math on fp32 data (cuDNN
+//     CUDNN_TENSOR_OP_MATH, cuBLAS 32F_FAST_TF32); BF16 = op-level mixed precision: the convolution
+//     runs on bf16 copies of its inputs (x, w or dy, rounded to nearest even by a cast kernel into
+//     scratch) with fp32 accumulation; cuDNN's legacy API has no bf16-in/fp32-out configuration, so
+//     the convolution's result is rounded to bf16 once before it is widened and written (or added) to
+//     the fp32 output; Linear uses cuBLAS 32F_FAST_16BF (fp32 output). max_threads is ignored.
+//   - BatchNorm, PReLU, ReLU, Dropout, add, bias and fold are own kernels. Per-channel reductions are
+//     per-thread double sums over fixed element ranges, combined in a fixed tree, then over fixed
+//     partitions in order: deterministic and independent of the GPU, but not bitwise the CPU's
+//     order (agreement within float rounding; elementwise formulas use the CPU's exact float
+//     operations, without FMA contraction). Dropout draws bitwise the CPU's mask.
+//
+// Convolution algorithms (chosen from the shapes and ExecOptions only; conv2d_algorithm names the choice):
 //   "direct"      groups > 1 with at most 8 input and 8 output channels per group (depthwise, MobileFaceNet's
 //                 groups=64 conv, the GDC 7×7): loops over output rows (the forward fuses every tap of a
 //                 row into one vectorized pass); forward and backward-data are one task per (image,
@@ -35,6 +59,19 @@
 //                 in order.
 //   "gemm-1x1"    1×1, stride 1, no padding: fc::sgemm on the input itself, no im2col.
 //   "im2col-gemm" everything else: per group Y_g = W_g · col_g with col the im2col matrix.
+//   "winograd"    CPU forward only, ExecOptions::allow_winograd (default true), precision F32 or TF32:
+//                 3×3, stride 1, padding 0 or 1, groups 1, Cin and Cout >= 16, output >= 4×4 and at
+//                 least 32 output tiles of 4×4 in the batch (so the per-call weight transform pays
+//                 off). Winograd F(4×4, 3×3) (points 0, ±1, ±2, ∞): the weights are transformed on
+//                 every call (no cache: 36·Cout·Cin floats, 4× w), the input in blocks of tile rows
+//                 whose transformed input and product (36·(Cin + Cout) floats per tile) stay within
+//                 max_workspace_bytes (0 = 16 MiB), one fc::sgemm per frequency, the output transform
+//                 fused with the bias. 2.25–4× fewer multiplies than the direct convolution. NOT
+//                 bitwise equal to im2col-gemm; error |y − y_exact| <= 2·(Cin + 64)·2⁻²⁴·Σ|w·x| (tested;
+//                 measured <= 0.4 of that), i.e. about 1e-5 of max|y| at Cin = 256..512 (im2col-gemm:
+//                 ~1e-6). Deterministic like the others (bitwise for every thread count and workspace);
+//                 the AVX-512 and portable builds of its transforms may differ in the last bits (FMA).
+//                 The backward passes always use the GEMM algorithms.
 // The GEMM algorithms work on column tiles of the (image, output pixel) space: a band of output rows
 // of one image when an image is large (the output is written in place through ldc), or several whole
 // images when an image has fewer than 1024 output pixels (the GEMM is then wide enough to run well;
@@ -58,7 +95,11 @@ struct ExecOptions {
   int max_threads = 0;                           // 0 = the whole pool
   GemmPrecision precision = GemmPrecision::F32;  // GEMM-based convolutions and Linear; BF16 rounds
                                                  // the GEMM operands (the "direct" convolution is fp32)
+                                                 // (CUDA: every convolution, see the file comment)
   size_t max_workspace_bytes = 0;                // 0 = 8 MiB; the im2col tile budget (see above)
+                                                 // (winograd: 0 = 16 MiB for its V/M blocks)
+                                                 // (CUDA: cuDNN's workspace limit, 0 = 256 MiB)
+  bool allow_winograd = true;                    // CPU conv2d_forward may pick "winograd" (see above)
 };
 
 // ---- Conv2d (no dilation)
@@ -78,9 +119,11 @@ struct Conv2dParams {
 std::vector<int64_t> conv2d_output_shape(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                                          const Conv2dParams& p);
 
-// "direct", "gemm-1x1" or "im2col-gemm" (see the file comment). Validates like conv2d_output_shape.
+// "direct", "gemm-1x1", "im2col-gemm" or "winograd": what the CPU conv2d_forward runs with these
+// options (see the file comment; the backward passes never use "winograd"). Validates like
+// conv2d_output_shape.
 const char* conv2d_algorithm(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
-                             const Conv2dParams& p);
+                             const Conv2dParams& p, const ExecOptions& ex = ExecOptions());
 
 // y = conv(x, w) + bias.
 //   x:    (N, Cin, H, W)
@@ -156,6 +199,43 @@ void batch_norm_backward_eval(const Tensor& dy, const Tensor& x, const Tensor& g
 void fold_batch_norm(const Tensor& w, const Tensor& bias, const Tensor& gamma, const Tensor& beta,
                      const Tensor& running_mean, const Tensor& running_var, double eps, const Tensor& w_out,
                      const Tensor& b_out);
+
+// ---- Fused BatchNorm + PReLU (IResNet's bn → prelu pairs; one pass over the data, no z buffer)
+// With per-channel scale/shift as the unfused BatchNorm computes them,
+//   z = (x − m[c])·k[c] + b[c]        (float: one subtraction, one product, one sum)
+//   y = z > 0 ? z : alpha[c]·z        (as prelu_forward)
+// forward train: m = the batch mean (saved as save_mean), k = float(gamma·invstd) with the batch
+//   invstd in double (saved as save_invstd, rounded), b = beta; running statistics updated as
+//   batch_norm_forward_train. Equal to batch_norm_forward_train then prelu_forward, bit for bit on the
+//   CPU. y may be x itself (then no backward is possible).
+// forward eval: m = running_mean, k = float(gamma/sqrt(running_var + eps)), b = beta; equal to
+//   batch_norm_forward_eval then prelu_forward, bit for bit on the CPU.
+// backward: recomputes z from x and the statistics instead of storing it (a model keeps x and y per
+//   pair), with k = float(gamma·save_invstd) in training (the saved invstd is the forward's rounded
+//   to float, so z may differ from the forward's by one rounding) and the eval k above in eval. Then
+//     dz = z > 0 ? dy : alpha[c]·dy;  dalpha[c] += Σ_{z <= 0} dy·z          (as prelu_backward)
+//     dx, dgamma, dbeta from dz exactly as batch_norm_backward_train / _eval (dx written, may be dy).
+//   Equal to prelu_backward(dy, z) then batch_norm_backward_*(dz, x) within float rounding.
+// gamma, beta: (C) or undefined (1 and 0); alpha: (C) or (1); dalpha like alpha or undefined.
+void batch_norm_prelu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& alpha,
+                                    const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                                    const Tensor& save_mean, const Tensor& save_invstd,
+                                    const BatchNormOptions& o = BatchNormOptions(),
+                                    const ExecOptions& ex = ExecOptions());
+void batch_norm_prelu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& alpha,
+                                   const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                                   const BatchNormOptions& o = BatchNormOptions(),
+                                   const ExecOptions& ex = ExecOptions());
+void batch_norm_prelu_backward_train(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                     const Tensor& alpha, const Tensor& save_mean, const Tensor& save_invstd,
+                                     const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta, const Tensor& dalpha,
+                                     const BatchNormOptions& o = BatchNormOptions(),
+                                     const ExecOptions& ex = ExecOptions());
+void batch_norm_prelu_backward_eval(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                    const Tensor& alpha, const Tensor& running_mean, const Tensor& running_var,
+                                    const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta, const Tensor& dalpha,
+                                    const BatchNormOptions& o = BatchNormOptions(),
+                                    const ExecOptions& ex = ExecOptions());
 
 // ---- PReLU (per channel, PyTorch semantics)
 // x: (N, C, ...) rank >= 2; alpha: (C) or (1) (one slope for every channel).

@@ -25,6 +25,7 @@
 #include "facecuda/layers.h"
 #include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
+#include "common/layers_cuda.h"
 #include "cpu/layers_internal.h"
 
 namespace fc {
@@ -67,36 +68,7 @@ double sum_blocks(int64_t n, F f) {
   return total;
 }
 
-// (N, C, S) view of a rank >= 2 tensor: channel axis 1, S = product of the trailing axes.
-struct NCS {
-  int64_t N, C, S;
-};
-
-NCS ncs_of(const Tensor& x, const char* name, const char* what) {
-  FC_CHECK(x.rank() >= 2, ShapeMismatch, "Expected ", name, " of rank >= 2 (", what, ") but received ",
-           shape_str(x.shape()));
-  NCS v{x.size(0), x.size(1), 1};
-  for (int a = 2; a < x.rank(); ++a) v.S *= x.size(a);
-  return v;
-}
-
-// ---- BatchNorm helpers
-
-void check_bn_options(const BatchNormOptions& o) {
-  FC_CHECK(std::isfinite(o.eps) && o.eps > 0, InvalidArgument, "Expected eps > 0 but received ", o.eps);
-  FC_CHECK(std::isfinite(o.momentum) && o.momentum >= 0 && o.momentum <= 1, InvalidArgument,
-           "Expected momentum in [0, 1] but received ", o.momentum);
-}
-
-// A per-channel vector of C values; `what` says where C comes from (for the message).
-void check_channel_vec(const Tensor& t, const char* name, int64_t C, const char* what = "C, the channels of x") {
-  check_tensor(t, name);
-  check_shape(t, name, {C}, what);
-}
-
-void check_channel_opt(const Tensor& t, const char* name, int64_t C, const char* what = "C, the channels of x") {
-  if (t.defined()) check_channel_vec(t, name, C, what);
-}
+// ---- BatchNorm helpers (the checks are in layers_internal.h)
 
 // y[n, c, :] = (x − m)·scale + shift for every (n, c) row, with per-channel float m, scale, shift.
 void normalize_rows(const NCS& s, const float* x, const float* m, const float* scale, const float* shift, float* y,
@@ -117,42 +89,14 @@ void normalize_rows(const NCS& s, const float* x, const float* m, const float* s
 
 // ---- BatchNorm
 
-namespace {
-
-// The checks every BatchNorm entry point starts with: x is (N, C, ...), the options, and gamma/beta
-// (optional) of C entries. Returns x's (N, C, spatial) view.
-NCS bn_checks(const Tensor& x, const Tensor& gamma, const Tensor& beta, const BatchNormOptions& o,
-              const ExecOptions& ex) {
-  check_tensor(x, "x");
-  const NCS s = ncs_of(x, "x", "N, C, ...");
-  check_bn_options(o);
-  check_threads(ex);
-  check_channel_opt(gamma, "gamma", s.C);
-  check_channel_opt(beta, "beta", s.C);
-  return s;
-}
-
-}  // namespace
-
 void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, const Tensor& y, const Tensor& save_mean,
                               const Tensor& save_invstd, const BatchNormOptions& o, const ExecOptions& ex) {
-  const NCS s = bn_checks(x, gamma, beta, o, ex);
-  FC_CHECK(running_mean.defined() == running_var.defined(), InvalidArgument,
-           "Expected running_mean and running_var both defined or both undefined");
-  check_channel_opt(running_mean, "running_mean", s.C);
-  check_channel_opt(running_var, "running_var", s.C);
-  check_tensor(y, "y");
-  check_shape(y, "y", x.shape(), "the shape of x");
-  check_channel_vec(save_mean, "save_mean", s.C);
-  check_channel_vec(save_invstd, "save_invstd", s.C);
+  const OpDevice dev(x);
+  const NCS s = bn_train_forward_checks(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, o, ex);
   const int64_t M = s.N * s.S;
-  FC_CHECK(M > 1, InvalidArgument, "Expected more than 1 value per channel when training but received x of shape ",
-           shape_str(x.shape()));
-  check_alias(y, "y", x, "x", true);
-  for (const Tensor* t : {&save_mean, &save_invstd, &running_mean, &running_var}) {
-    check_alias(*t, "a statistics output", x, "x", false);
-    check_alias(*t, "a statistics output", y, "y", false);
+  if (dev.cuda()) {
+    return cuda_nn::batch_norm_forward_train(x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd, o);
   }
   const float* xp = x.data_as<float>();
   const float* gp = gamma.defined() ? gamma.data_as<float>() : nullptr;
@@ -202,12 +146,9 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
 void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, const Tensor& y, const BatchNormOptions& o,
                              const ExecOptions& ex) {
-  const NCS s = bn_checks(x, gamma, beta, o, ex);
-  check_channel_vec(running_mean, "running_mean", s.C);
-  check_channel_vec(running_var, "running_var", s.C);
-  check_tensor(y, "y");
-  check_shape(y, "y", x.shape(), "the shape of x");
-  check_alias(y, "y", x, "x", true);
+  const OpDevice dev(x);
+  const NCS s = bn_eval_forward_checks(x, gamma, beta, running_mean, running_var, y, o, ex);
+  if (dev.cuda()) return cuda_nn::batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, y, o);
   const float* gp = gamma.defined() ? gamma.data_as<float>() : nullptr;
   const float* bp = beta.defined() ? beta.data_as<float>() : nullptr;
   const float* rm = running_mean.data_as<float>();
@@ -270,43 +211,18 @@ void bn_backward(const BnBackward& b, const Coef& coef, int max_threads) {
                });
 }
 
-NCS check_bn_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& stat_a,
-                      const char* stat_a_name, const Tensor& stat_b, const char* stat_b_name, const Tensor& dx,
-                      const Tensor& dgamma, const Tensor& dbeta, const BatchNormOptions& o, const ExecOptions& ex) {
-  check_tensor(x, "x");
-  const NCS s = ncs_of(x, "x", "N, C, ...");
-  check_bn_options(o);
-  check_threads(ex);
-  check_tensor(dy, "dy");
-  check_shape(dy, "dy", x.shape(), "the shape of x");
-  check_channel_opt(gamma, "gamma", s.C);
-  check_channel_vec(stat_a, stat_a_name, s.C);
-  check_channel_vec(stat_b, stat_b_name, s.C);
-  if (dx.defined()) {
-    check_tensor(dx, "dx");
-    check_shape(dx, "dx", x.shape(), "the shape of x");
-    check_alias(dx, "dx", dy, "dy", true);
-    check_alias(dx, "dx", x, "x", false);
-  }
-  check_channel_opt(dgamma, "dgamma", s.C);
-  check_channel_opt(dbeta, "dbeta", s.C);
-  for (const Tensor* t : {&dgamma, &dbeta}) {
-    check_alias(*t, "a parameter gradient", dy, "dy", false);
-    check_alias(*t, "a parameter gradient", x, "x", false);
-    check_alias(*t, "a parameter gradient", dx, "dx", false);
-  }
-  return s;
-}
-
 }  // namespace
 
 void batch_norm_backward_train(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& save_mean,
                                const Tensor& save_invstd, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
                                const BatchNormOptions& o, const ExecOptions& ex) {
+  const OpDevice dev(x);
   const NCS s = check_bn_backward(dy, x, gamma, save_mean, "save_mean", save_invstd, "save_invstd", dx, dgamma, dbeta,
                                   o, ex);
-  FC_CHECK(s.N * s.S > 1, InvalidArgument,
-           "Expected more than 1 value per channel when training but received x of shape ", shape_str(x.shape()));
+  check_bn_training_count(s, x);
+  if (dev.cuda()) {
+    return cuda_nn::batch_norm_backward_train(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta, o);
+  }
   const float* gp = gamma.defined() ? gamma.data_as<float>() : nullptr;
   const float* is = save_invstd.data_as<float>();
   const double M = static_cast<double>(s.N * s.S);
@@ -332,8 +248,12 @@ void batch_norm_backward_train(const Tensor& dy, const Tensor& x, const Tensor& 
 void batch_norm_backward_eval(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& running_mean,
                               const Tensor& running_var, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
                               const BatchNormOptions& o, const ExecOptions& ex) {
+  const OpDevice dev(x);
   const NCS s = check_bn_backward(dy, x, gamma, running_mean, "running_mean", running_var, "running_var", dx, dgamma,
                                   dbeta, o, ex);
+  if (dev.cuda()) {
+    return cuda_nn::batch_norm_backward_eval(dy, x, gamma, running_mean, running_var, dx, dgamma, dbeta, o);
+  }
   const float* gp = gamma.defined() ? gamma.data_as<float>() : nullptr;
   const float* rv = running_var.data_as<float>();
   std::vector<float> is(static_cast<size_t>(s.C));
@@ -360,6 +280,7 @@ void batch_norm_backward_eval(const Tensor& dy, const Tensor& x, const Tensor& g
 void fold_batch_norm(const Tensor& w, const Tensor& bias, const Tensor& gamma, const Tensor& beta,
                      const Tensor& running_mean, const Tensor& running_var, double eps, const Tensor& w_out,
                      const Tensor& b_out) {
+  const OpDevice dev(w);
   check_tensor(w, "w");
   FC_CHECK(w.rank() == 2 || w.rank() == 4, ShapeMismatch,
            "Expected w of rank 2 (out, in) or 4 (Cout, Cin/groups, KH, KW) but received ", shape_str(w.shape()));
@@ -381,6 +302,9 @@ void fold_batch_norm(const Tensor& w, const Tensor& bias, const Tensor& gamma, c
   }
   check_alias(b_out, "b_out", w, "w", false);
   check_alias(w_out, "w_out", bias, "bias", false);
+  if (dev.cuda()) {
+    return cuda_nn::fold_batch_norm(w, bias, gamma, beta, running_mean, running_var, eps, w_out, b_out);
+  }
   const float* wp = w.data_as<float>();
   float* wo = w_out.data_as<float>();
   float* bo = b_out.data_as<float>();
@@ -397,11 +321,13 @@ void fold_batch_norm(const Tensor& w, const Tensor& bias, const Tensor& gamma, c
 // ---- conv bias gradient
 
 void conv2d_backward_bias(const Tensor& dy, const Tensor& db, const ExecOptions& ex) {
+  const OpDevice dev(dy);
   check_tensor(dy, "dy");
   const NCS s = ncs_of(dy, "dy", "N, C, ...");
   check_threads(ex);
   check_channel_vec(db, "db", s.C, "C, the channels of dy");
   check_alias(db, "db", dy, "dy", false);
+  if (dev.cuda()) return cuda_nn::conv2d_backward_bias(dy, db);
   const float* g = dy.data_as<float>();
   float* d = db.data_as<float>();
   parallel_for(s.C, 1, ex.max_threads, [&](int64_t c0, int64_t c1) {
@@ -418,19 +344,8 @@ void conv2d_backward_bias(const Tensor& dy, const Tensor& db, const ExecOptions&
 
 // ---- PReLU
 
-namespace {
-
-// alpha: (C) or (1); returns the stride between channels' slopes (1 or 0).
-int64_t check_alpha(const Tensor& alpha, int64_t C) {
-  check_tensor(alpha, "alpha");
-  FC_CHECK(alpha.rank() == 1 && (alpha.size(0) == C || alpha.size(0) == 1), ShapeMismatch,
-           "Expected alpha of shape [", C, "] (C, the channels of x) or [1] but received ", shape_str(alpha.shape()));
-  return alpha.size(0) == 1 ? 0 : 1;
-}
-
-}  // namespace
-
 void prelu_forward(const Tensor& x, const Tensor& alpha, const Tensor& y, const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   const NCS s = ncs_of(x, "x", "N, C, ...");
   check_threads(ex);
@@ -439,6 +354,7 @@ void prelu_forward(const Tensor& x, const Tensor& alpha, const Tensor& y, const 
   check_shape(y, "y", x.shape(), "the shape of x");
   check_alias(y, "y", x, "x", true);
   check_alias(y, "y", alpha, "alpha", false);
+  if (dev.cuda()) return cuda_nn::prelu_forward(x, alpha, y);
   const float* xp = x.data_as<float>();
   const float* ap = alpha.data_as<float>();
   float* yp = y.data_as<float>();
@@ -456,6 +372,7 @@ void prelu_forward(const Tensor& x, const Tensor& alpha, const Tensor& y, const 
 
 void prelu_backward(const Tensor& dy, const Tensor& x, const Tensor& alpha, const Tensor& dx, const Tensor& dalpha,
                     const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   const NCS s = ncs_of(x, "x", "N, C, ...");
   check_threads(ex);
@@ -469,14 +386,8 @@ void prelu_backward(const Tensor& dy, const Tensor& x, const Tensor& alpha, cons
     check_alias(dx, "dx", x, "x", false);
     check_alias(dx, "dx", alpha, "alpha", false);
   }
-  if (dalpha.defined()) {
-    check_tensor(dalpha, "dalpha");
-    check_shape(dalpha, "dalpha", alpha.shape(), "the shape of alpha");
-    check_alias(dalpha, "dalpha", dy, "dy", false);
-    check_alias(dalpha, "dalpha", x, "x", false);
-    check_alias(dalpha, "dalpha", alpha, "alpha", false);
-    check_alias(dalpha, "dalpha", dx, "dx", false);
-  }
+  check_dalpha(dalpha, alpha, dy, x, dx);
+  if (dev.cuda()) return cuda_nn::prelu_backward(dy, x, alpha, dx, dalpha);
   const float* xp = x.data_as<float>();
   const float* gp = dy.data_as<float>();
   const float* ap = alpha.data_as<float>();
@@ -544,10 +455,12 @@ void check_elementwise2(const Tensor& a, const char* an, const Tensor& b, const 
 }  // namespace
 
 void relu_forward(const Tensor& x, const Tensor& y, const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   check_threads(ex);
   check_same_shape_out(y, "y", x, "x");
   check_alias(y, "y", x, "x", true);
+  if (dev.cuda()) return cuda_nn::relu_forward(x, y);
   const float* xp = x.data_as<float>();
   float* yp = y.data_as<float>();
   parallel_for(x.numel(), kElementGrain, ex.max_threads, [&](int64_t b, int64_t e) {
@@ -556,7 +469,9 @@ void relu_forward(const Tensor& x, const Tensor& y, const ExecOptions& ex) {
 }
 
 void relu_backward(const Tensor& dy, const Tensor& y, const Tensor& dx, const ExecOptions& ex) {
+  const OpDevice dev(y);
   check_elementwise2(y, "y", dy, "dy", dx, "dx", ex);
+  if (dev.cuda()) return cuda_nn::relu_backward(dy, y, dx);
   const float* yp = y.data_as<float>();
   const float* gp = dy.data_as<float>();
   float* dp = dx.data_as<float>();
@@ -598,21 +513,25 @@ void dropout_apply(const Tensor& in, const Tensor& out, const DropoutParams& d, 
 }  // namespace
 
 void dropout_forward(const Tensor& x, const Tensor& y, const DropoutParams& d, bool training, const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   check_threads(ex);
   check_dropout(d);
   check_same_shape_out(y, "y", x, "x");
   check_alias(y, "y", x, "x", true);
+  if (dev.cuda()) return cuda_nn::dropout_forward(x, y, d, training);
   dropout_apply(x, y, d, training, ex.max_threads);
 }
 
 void dropout_backward(const Tensor& dy, const Tensor& dx, const DropoutParams& d, bool training,
                       const ExecOptions& ex) {
+  const OpDevice dev(dy);
   check_tensor(dy, "dy");
   check_threads(ex);
   check_dropout(d);
   check_same_shape_out(dx, "dx", dy, "dy");
   check_alias(dx, "dx", dy, "dy", true);
+  if (dev.cuda()) return cuda_nn::dropout_backward(dy, dx, d, training);
   dropout_apply(dy, dx, d, training, ex.max_threads);
 }
 
@@ -635,6 +554,7 @@ LinearDims linear_dims(const Tensor& x, const Tensor& w, const ExecOptions& ex) 
 }  // namespace
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y, const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   check_tensor(w, "w");
   const LinearDims d = linear_dims(x, w, ex);
@@ -645,6 +565,7 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   check_alias(y, "y", x, "x", false);
   check_alias(y, "y", w, "w", false);
   check_alias(y, "y", bias, "bias", false);
+  if (dev.cuda()) return cuda_nn::linear_forward(x, w, bias, y, ex);
   if (N == 0 || out == 0) return;
   float* yp = y.data_as<float>();
   sgemm(false, true, N, out, in, 1.0f, x.data_as<float>(), std::max<int64_t>(in, 1), w.data_as<float>(),
@@ -660,6 +581,7 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
 
 void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dx, const Tensor& dw,
                      const Tensor& db, const ExecOptions& ex) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   check_tensor(w, "w");
   check_tensor(dy, "dy");
@@ -683,6 +605,7 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const T
     check_alias(*outs[i], out_names[i], w, "w", false);
     for (int j = i + 1; j < 3; ++j) check_alias(*outs[i], out_names[i], *outs[j], out_names[j], false);
   }
+  if (dev.cuda()) return cuda_nn::linear_backward(dy, x, w, dx, dw, db, ex);
   const GemmOptions go = gemm_options(ex);
   const float* g = dy.data_as<float>();
   if (dx.defined() && N > 0 && in > 0) {
@@ -709,6 +632,7 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const T
 // ---- Flatten, add
 
 Tensor flatten(const Tensor& x) {
+  const OpDevice dev(x);
   check_tensor(x, "x");
   FC_CHECK(x.rank() >= 1, ShapeMismatch, "Expected x of rank >= 1 (N, ...) but received ", shape_str(x.shape()));
   int64_t rest = 1;
@@ -717,7 +641,9 @@ Tensor flatten(const Tensor& x) {
 }
 
 void add(const Tensor& a, const Tensor& b, const Tensor& y, const ExecOptions& ex) {
+  const OpDevice dev(a);
   check_elementwise2(a, "a", b, "b", y, "y", ex);
+  if (dev.cuda()) return cuda_nn::add(a, b, y);
   const float* ap = a.data_as<float>();
   const float* bp = b.data_as<float>();
   float* yp = y.data_as<float>();

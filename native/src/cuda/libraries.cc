@@ -169,6 +169,7 @@ CudnnState load_cudnn() {
   s.info.path = o.path;
   std::string missing;
   dnn::Api& a = s.api;
+  a.lib = o.handle;
   load_symbol(o.handle, "cudnnCreate", &a.create, &missing);
   load_symbol(o.handle, "cudnnDestroy", &a.destroy, &missing);
   load_symbol(o.handle, "cudnnSetStream", &a.set_stream, &missing);
