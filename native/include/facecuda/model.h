@@ -20,6 +20,9 @@
 //     ACCUMULATE (+=) until zero_grad(); the input gradient is returned only when asked for.
 //   - A BatchNorm with frozen_weight (IResNet's `features`) never gets a weight gradient; its weight
 //     is a parameter without a gradient.
+//   - A BatchNorm read only by a PReLU runs fused with it (nn::batch_norm_prelu_*: one pass; the
+//     backward recomputes the BatchNorm output from its input and statistics), except in eval mode
+//     when the BatchNorm is folded into its layer.
 //   - Eval-mode BatchNorm folding (ModelOptions::fold_batch_norm, default on): in eval mode a
 //     BatchNorm whose input is a conv2d or linear node read by nothing else is folded into that
 //     layer (w·s, beta + (b − mean)·s, s = gamma/√(var + eps), computed in double by
@@ -200,7 +203,15 @@ class Model {
   std::vector<int> folded_in_;  // per BatchNorm node: the layer it is folded into, or -1
   std::vector<Tensor> fold_w_, fold_b_;  // per folded layer: the folded weight and bias
   bool folds_valid_ = false;
-  bool last_folded_ = false;  // the last forward ran the folded graph
+  bool last_folded_ = false;     // the last forward ran the folded graph (cleared once recomputed)
+  bool last_fold_mode_ = false;  // the last forward ran the folded graph (kept for its backward)
+  // BatchNorm → PReLU pairs run as one fused op (nn::batch_norm_prelu_*) whenever the BatchNorm is
+  // not folded into its layer in that forward: per BatchNorm node its PReLU, per PReLU node its
+  // BatchNorm (-1: none).
+  std::vector<int> prelu_of_bn_, bn_of_prelu_;
+  bool fused(size_t bn, bool fold_mode) const {
+    return prelu_of_bn_[bn] >= 0 && !(fold_mode && folded_in_[bn] >= 0);
+  }
   bool have_forward_ = false;
   bool last_training_ = false;
   uint64_t last_step_ = 0;

@@ -312,11 +312,22 @@ void Model::plan_folds() {
   folded_in_.assign(nn_, -1);
   fold_w_.assign(nn_, Tensor());
   fold_b_.assign(nn_, Tensor());
-  if (!options_.fold_batch_norm) return;
+  prelu_of_bn_.assign(nn_, -1);
+  bn_of_prelu_.assign(nn_, -1);
   std::vector<int> readers(nn_, 0);
   for (const NodeDesc& n : desc_.nodes) {
     for (int j : n.inputs) ++readers[j];
   }
+  for (size_t k = 1; k < nn_; ++k) {
+    const NodeDesc& pr = desc_.nodes[k];
+    if (pr.kind != NodeKind::PReLU) continue;
+    const int j = pr.inputs[0];
+    const NodeKind bk = desc_.nodes[j].kind;
+    if ((bk != NodeKind::BatchNorm1d && bk != NodeKind::BatchNorm2d) || readers[j] != 1 || desc_.output == j) continue;
+    prelu_of_bn_[j] = static_cast<int>(k);
+    bn_of_prelu_[k] = j;
+  }
+  if (!options_.fold_batch_norm) return;
   for (size_t j = 1; j < nn_; ++j) {
     const NodeDesc& bn = desc_.nodes[j];
     if ((bn.kind != NodeKind::BatchNorm1d && bn.kind != NodeKind::BatchNorm2d) || bn.running_mean < 0) continue;
@@ -541,6 +552,7 @@ Tensor Model::forward(const Tensor& x) {
   if (fold) refresh_folds();
   if (training_) folds_valid_ = false;  // the running statistics move
   last_folded_ = fold;
+  last_fold_mode_ = fold;
   for (size_t i = 1; i < desc_.nodes.size(); ++i) {
     const NodeDesc& nd = desc_.nodes[i];
     const Tensor& in = act_[nd.inputs[0]];
@@ -550,6 +562,7 @@ Tensor Model::forward(const Tensor& x) {
     }
     act_[i] = slice(act_buf_[i], n);
     if (fold && folded_in_[i] >= 0) continue;  // its layer wrote act_[i] already
+    if (fused(i, fold)) continue;               // its PReLU computes both (act_[i] stays unwritten)
     // A folded layer writes its BatchNorm's output directly (its own output is recomputed only if a
     // backward needs it).
     const bool folded_layer = fold && fold_bn_[i] >= 0;
@@ -575,9 +588,28 @@ Tensor Model::forward(const Tensor& x) {
         }
         break;
       }
-      case NodeKind::PReLU:
-        nn::prelu_forward(in, w, y, ex_);
+      case NodeKind::PReLU: {
+        const int j = bn_of_prelu_[i];
+        if (j < 0 || !fused(static_cast<size_t>(j), fold)) {
+          nn::prelu_forward(in, w, y, ex_);
+          break;
+        }
+        const NodeDesc& bn = desc_.nodes[j];
+        const nn::BatchNormOptions o = bn_options(bn);
+        const Tensor& bx = act_[bn.inputs[0]];
+        const Tensor& gamma = bn.weight >= 0 ? tensors_[bn.weight] : none;
+        const Tensor& beta = bn.bias >= 0 ? tensors_[bn.bias] : none;
+        const Tensor& rm = bn.running_mean >= 0 ? tensors_[bn.running_mean] : none;
+        const Tensor& rv = bn.running_var >= 0 ? tensors_[bn.running_var] : none;
+        if (training_ || !rm.defined()) {
+          nn::batch_norm_prelu_forward_train(bx, gamma, beta, w, training_ ? rm : none, training_ ? rv : none, y,
+                                             save_mean_[j], save_invstd_[j], o, ex_);
+          if (training_ && bn.num_batches_tracked >= 0) ++*tensors_[bn.num_batches_tracked].data_as<int64_t>();
+        } else {
+          nn::batch_norm_prelu_forward_eval(bx, gamma, beta, w, rm, rv, y, o, ex_);
+        }
         break;
+      }
       case NodeKind::ReLU:
         nn::relu_forward(in, y, ex_);
         break;
@@ -632,7 +664,12 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
     if (!grad_set_[i]) continue;  // does not reach the output
     const NodeDesc& nd = desc_.nodes[i];
     const Tensor& g = node_grad_[i];
-    const size_t j = nd.inputs[0];
+    // A fused BatchNorm → PReLU pair is differentiated at the PReLU, back to the BatchNorm's input.
+    const int fused_bn = nd.kind == NodeKind::PReLU && bn_of_prelu_[i] >= 0 &&
+                                 fused(static_cast<size_t>(bn_of_prelu_[i]), last_fold_mode_)
+                             ? bn_of_prelu_[i]
+                             : -1;
+    const size_t j = fused_bn >= 0 ? desc_.nodes[fused_bn].inputs[0] : nd.inputs[0];
     const Tensor& x = act_[j];
     const bool want_dx = node_grad_[j].defined();
     // Where this node's dx goes: the input's gradient itself on the first contribution, else a
@@ -667,10 +704,28 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
         wrote_dx = want_dx;
         break;
       }
-      case NodeKind::PReLU:
-        nn::prelu_backward(g, x, w, dx, dw, ex_);
+      case NodeKind::PReLU: {
+        if (fused_bn < 0) {
+          nn::prelu_backward(g, x, w, dx, dw, ex_);
+          wrote_dx = want_dx;
+          break;
+        }
+        const NodeDesc& bn = desc_.nodes[fused_bn];
+        const nn::BatchNormOptions o = bn_options(bn);
+        const Tensor& gamma = bn.weight >= 0 ? tensors_[bn.weight] : none;
+        const Tensor& beta = bn.bias >= 0 ? tensors_[bn.bias] : none;
+        const Tensor& dgamma = bn.weight >= 0 && !bn.frozen_weight ? grads_[bn.weight] : none;
+        const Tensor& dbeta = bn.bias >= 0 ? grads_[bn.bias] : none;
+        if (last_training_ || bn.running_mean < 0) {
+          nn::batch_norm_prelu_backward_train(g, x, gamma, beta, w, save_mean_[fused_bn], save_invstd_[fused_bn], dx,
+                                              dgamma, dbeta, dw, o, ex_);
+        } else {
+          nn::batch_norm_prelu_backward_eval(g, x, gamma, beta, w, tensors_[bn.running_mean], tensors_[bn.running_var],
+                                             dx, dgamma, dbeta, dw, o, ex_);
+        }
         wrote_dx = want_dx;
         break;
+      }
       case NodeKind::ReLU:
         if (want_dx) nn::relu_backward(g, act_[i], dx, ex_);
         wrote_dx = want_dx;
