@@ -76,6 +76,9 @@ async function run(opts) {
         const state = new Map();
         for (const p of await m.parameters({ includeBuffers: true })) {
           if (p.value.dtype === 'float32') state.set(p.name, await p.value.toArray());
+          // Live views of the weights make every eval forward fold BatchNorm again (model.h).
+          p.value.dispose();
+          if (p.grad) p.grad.dispose();
         }
         const file = path.join(dir, `${s.model}.onnx`);
         fs.writeFileSync(file, encodeOnnxModel(archToOnnx(m.arch, state).model));

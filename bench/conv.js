@@ -21,6 +21,11 @@ function testsBinary() {
 }
 
 async function run(opts = {}) {
+  if (opts.device && opts.device !== 'cpu') {
+    // The CUDA convolutions are cuDNN's; they are measured inside the backbone benchmark.
+    process.stdout.write('conv: CPU only (the CUDA convolutions are measured by the backbone benchmark); nothing to run on cuda\n');
+    return [];
+  }
   const bin = testsBinary();
   if (!fs.existsSync(bin)) {
     process.stdout.write(`conv: skipped (${bin} does not exist: build the native tests with CMake)\n`);

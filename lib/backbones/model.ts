@@ -705,7 +705,9 @@ export class Backbone {
   /**
    * The model's tensors in state-dict order with their gradients, sharing the model's storage (an
    * optimizer updates `value` in place from `grad`). Buffers (BatchNorm running statistics) only
-   * with `includeBuffers`.
+   * with `includeBuffers`. Dispose the tensors when done: while a view of a weight is alive, every
+   * eval-mode forward folds BatchNorm into the layers again (the view may have been written), which
+   * costs a pass over the weights per forward.
    *
    * @example
    * for (const p of await model.parameters()) if (p.grad) sgdStep(p.value, p.grad);
