@@ -144,6 +144,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   register_system(env, exports);
   register_heads(env, exports);
   register_model(env, exports);
+  register_optim(env, exports);
   return exports;
 }
 

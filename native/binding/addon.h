@@ -106,5 +106,6 @@ void register_ops(Napi::Env env, Napi::Object exports);
 void register_system(Napi::Env env, Napi::Object exports);
 void register_heads(Napi::Env env, Napi::Object exports);
 void register_model(Napi::Env env, Napi::Object exports);
+void register_optim(Napi::Env env, Napi::Object exports);
 
 }  // namespace fcb
