@@ -703,6 +703,16 @@ export class Backbone {
   }
 
   /**
+   * Sets the Dropout step counter (the next training forward draws its masks from this step): what a
+   * checkpoint restores so a resumed run draws the masks the uninterrupted one would have.
+   */
+  async setStep(step: number): Promise<void> {
+    const site = new Error();
+    assertInteger(step, 'step', 0);
+    await withCallSite(this.#live().setStep(step), site);
+  }
+
+  /**
    * The model's tensors in state-dict order with their gradients, sharing the model's storage (an
    * optimizer updates `value` in place from `grad`). Buffers (BatchNorm running statistics) only
    * with `includeBuffers`. Dispose the tensors when done: while a view of a weight is alive, every
