@@ -43,3 +43,4 @@ export { embedImages, EmbedOptions } from './train/embed';
 export { resolveConfig, TrainConfig } from './train/config';
 export { runTraining } from './train/run';
 export { runDemo, DemoOptions, DemoResult } from './demo';
+export { writeSyntheticRecordIO, writeSyntheticBinPack, encodeJpeg } from './data/synthetic-packs';
