@@ -16,7 +16,7 @@ const path = require('path');
 const h = require('./harness');
 
 async function trainStep(fc, { network, baseWidth, embedding, classes, batch, device, precision, size = 112 }) {
-  const model = fc.IResNet.create(network, { embeddingSize: embedding, device, seed: 1, ...(baseWidth ? { baseWidth } : {}), ...(precision ? { precision } : {}) });
+  const model = fc.IResNet.create(network, { embeddingSize: embedding, device, seed: 1, inputSize: size, ...(baseWidth ? { baseWidth } : {}), ...(precision ? { precision } : {}) });
   const head = new fc.ArcFaceHead({ embeddingSize: embedding, numClasses: classes, device, seed: 1, ...(precision && precision !== 'fp32' ? { precision } : {}) });
   const params = await model.parameters();
   const hp = await head.parameters();
@@ -55,7 +55,8 @@ async function runCpu(fc, info, opts) {
     'timing  loader: images/s over 20 batches of 64 after 2 (workers started); step: median of >= 3 steps after 1',
     `floor   3·2·MACs per sample at the measured FMA peak ${h.fixed(peak / 1e9)} GFLOP/s`,
   ]);
-  const filters = opts.filter || [];
+  // Filters other than the benchmark's own name select rows ('loader', 'demo', 'r18').
+  const filters = (opts.filter || []).filter((f) => !'train'.includes(f));
   // Loader: synthetic (render) and JPEG folder (decode).
   if (h.selected('loader', filters)) {
     const synth = new fc.SyntheticFaces({ seed: 1, identities: 64, samplesPerIdentity: 32 });
@@ -91,11 +92,11 @@ async function runCpu(fc, info, opts) {
     }
   }
   const models = [
-    { name: 'demo-r18w16-b64', network: 'r18', baseWidth: 16, embedding: 128, classes: 256, batch: 64 },
+    { name: 'demo-r18w16-56px-b64', network: 'r18', baseWidth: 16, embedding: 128, classes: 256, batch: 64, size: 56 },
     { name: 'r18-b64', network: 'r18', embedding: 512, classes: 1000, batch: opts.quick ? 16 : 64 },
   ];
   for (const m of models) {
-    if (!h.selected(m.name, filters) && filters.length && !filters.some((f) => 'train'.includes(f))) continue;
+    if (!h.selected(m.name, filters)) continue;
     const t = await trainStep(fc, { ...m, device: 'cpu' });
     const r = await h.measure(t.step, { warmup: 1, minReps: 3, minSeconds: opts.quick ? 0.5 : 4 });
     const flops = 3 * 2 * t.macs * m.batch;
