@@ -8,12 +8,15 @@ import * as path from 'path';
 import { Backbone } from '../../lib/backbones/model';
 import { runDemo } from '../../lib/demo';
 
-test('runDemo at a tiny size: report shape, files, ranges', async () => {
+test('runDemo at a tiny size, --compare arcface,adaface: report shape, files, ranges', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facecuda-demo-'));
   try {
     const r = await runDemo({
       device: 'cpu', output: dir, identities: 12, samplesPerIdentity: 6, heldOutIdentities: 8, pairs: 40, epochs: 2, size: 32, baseWidth: 4, embeddingSize: 16,
+      compare: ['arcface', 'adaface'],
     });
+    expect(r.models.map((m) => m.loss)).toEqual(['arcface', 'adaface']);
+    expect(fs.existsSync(r.models[1].model)).toBe(true);
     expect(r.device).toBe('cpu');
     for (const v of [r.verification.accuracy, r.crossQuality.accuracy, r.identification.top1, r.baseline.accuracy]) {
       expect(v).toBeGreaterThanOrEqual(0);
