@@ -26,11 +26,12 @@ import { DataLoader } from './data/loader';
 import { SyntheticFaces } from './data/synthetic';
 import type { RawImage } from './data/types';
 import { resolveDevice } from './device';
+import { atomicWriteFile } from './fsutil';
 import { AdaFaceHead, ArcFaceHead, MarginHead } from './heads';
 import { clipGradNorm, headParams, paramGroups, SGD } from './optim';
 import { PolyWarmupLR } from './schedule';
-import { embedImages } from './train/embed';
-import { Trainer, Verifier } from './train/trainer';
+import { embedImages, splitPairs } from './train/embed';
+import { Trainer } from './train/trainer';
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -92,24 +93,6 @@ export interface DemoResult {
   report: string;
   models: DemoModelResult[];
   data: { identities: number; samplesPerIdentity: number; heldOutIdentities: number; pairs: number; size: number };
-}
-
-const VERIFIER: Verifier = {
-  accuracy: (e1, e2, dim, issame) => {
-    const r = verificationAccuracy(e1, e2, dim, issame);
-    return { accuracy: r.accuracy, std: r.std };
-  },
-  tarAtFar: (e1, e2, dim, issame, far) => tarAtFar(e1, e2, dim, issame, far),
-};
-
-function splitPairs(data: Float32Array, dim: number, P: number): [Float32Array, Float32Array] {
-  const e1 = new Float32Array(P * dim);
-  const e2 = new Float32Array(P * dim);
-  for (let k = 0; k < P; k++) {
-    e1.set(data.subarray(2 * k * dim, (2 * k + 1) * dim), k * dim);
-    e2.set(data.subarray((2 * k + 1) * dim, (2 * k + 2) * dim), k * dim);
-  }
-  return [e1, e2];
 }
 
 /** Top-1 identification: each probe's nearest gallery embedding (cosine) has its identity. */
@@ -268,7 +251,6 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     models,
     data: { identities, samplesPerIdentity, heldOutIdentities: heldOut, pairs: pairCount, size },
   };
-  await fsp.writeFile(`${report}.tmp-${process.pid}`, JSON.stringify(result, null, 2) + '\n');
-  await fsp.rename(`${report}.tmp-${process.pid}`, report);
+  await atomicWriteFile(report, Buffer.from(JSON.stringify(result, null, 2) + '\n'));
   return result;
 }

@@ -55,13 +55,13 @@
  *
  * This module assumes a little-endian host (the only kind facecuda builds for).
  */
-import { randomBytes } from 'crypto';
 import { promises as fsp } from 'fs';
 import type { FileHandle } from 'fs/promises';
 import { endianness } from 'os';
 import { dirname } from 'path';
 import { DeviceSpec, resolveDevice } from './device';
 import { FacecudaError, FacecudaRangeError, invalidParameterError } from './errors';
+import { ioError, temporaryName, writeAll } from './fsutil';
 import { DType, MAX_RANK, Tensor } from './tensor';
 import { assertKnownOptions, assertString, is, optionsObject } from './validate';
 
@@ -208,13 +208,6 @@ function corrupt(source: string, message: string): FacecudaError {
 
 function fileSource(path: string): string {
   return `safetensors file '${path}'`;
-}
-
-function ioError(action: string, path: string, err: unknown): FacecudaError {
-  const detail = err instanceof Error ? err.message : String(err);
-  const e = new FacecudaError('IO_ERROR', `Cannot ${action} '${path}': ${detail}`);
-  Object.defineProperty(e, 'cause', { value: err, enumerable: false, writable: true, configurable: true });
-  return e;
 }
 
 function quote(s: string): string {
@@ -802,14 +795,6 @@ async function bytesOf(p: Planned): Promise<Uint8Array> {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done);
-    done += bytesWritten;
-  }
-}
-
 /**
  * Writes tensors and metadata to a safetensors file, atomically: the bytes go to
  * `path + '.tmp-<pid>-<random>'`, which is fsynced and then renamed over `path`. On any failure
@@ -879,7 +864,7 @@ export async function writeSafetensors(
   json.copy(head, 8);
 
   // Write to a temporary name, fsync, rename.
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  const tmp = temporaryName(path);
   let fh: FileHandle | undefined;
   try {
     fh = await fsp.open(tmp, 'wx');

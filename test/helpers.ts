@@ -63,3 +63,18 @@ export function hasPython(module: string): boolean {
     return false;
   }
 }
+
+/**
+ * Error of `got` against `want` as a fraction of the largest |want|: max |got − want| / max |want|
+ * (Infinity when the lengths differ; NaN anywhere makes comparisons with it fail).
+ */
+export function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) return Infinity;
+  let m = 1e-30;
+  let e = 0;
+  for (let i = 0; i < want.length; i++) {
+    m = Math.max(m, Math.abs(want[i]));
+    e = Math.max(e, Math.abs(got[i] - want[i]));
+  }
+  return e / m;
+}

@@ -40,10 +40,9 @@
  * Images are returned as views into the file's bytes when reading a path (one allocation for the
  * whole pack), and as copies when parsing caller-owned bytes.
  */
-import { randomBytes } from 'crypto';
 import { promises as fsp } from 'fs';
-import type { FileHandle } from 'fs/promises';
-import { dirname } from 'path';
+
+import { atomicWriteFile, ioError } from '../fsutil';
 import { FacecudaError, invalidParameterError, outOfRangeError } from '../errors';
 import { assertString } from '../validate';
 
@@ -434,13 +433,6 @@ export async function readBinPack(source: string | Uint8Array): Promise<BinPack>
 // ---------------------------------------------------------------------------------------------
 // The writer
 
-function ioError(action: string, path: string, err: unknown): FacecudaError {
-  const detail = err instanceof Error ? err.message : String(err);
-  const e = new FacecudaError('IO_ERROR', `Cannot ${action} '${path}': ${detail}`);
-  Object.defineProperty(e, 'cause', { value: err, enumerable: false, writable: true, configurable: true });
-  return e;
-}
-
 const BATCHSIZE = 1000;
 
 /**
@@ -536,30 +528,5 @@ export async function writeBinPack(path: string, images: readonly Uint8Array[], 
   assertString(path, 'path');
   if (path.length === 0) throw invalidParameterError('path', 'a non-empty path', path);
   const bytes = encodeBinPack(images, issame);
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fh: FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmp, 'wx');
-  } catch (err) {
-    throw ioError('create', tmp, err);
-  }
-  try {
-    let done = 0;
-    while (done < bytes.length) done += (await fh.write(bytes, done, bytes.length - done)).bytesWritten;
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fsp.rename(tmp, path);
-  } catch (err) {
-    if (fh) await fh.close().catch(() => undefined);
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw ioError(fh ? 'write' : 'rename into place', fh ? tmp : path, err);
-  }
-  try {
-    const dir = await fsp.open(dirname(path), 'r');
-    await dir.sync().catch(() => undefined);
-    await dir.close();
-  } catch {
-    // best effort
-  }
+  await atomicWriteFile(path, bytes);
 }

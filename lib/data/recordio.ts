@@ -62,6 +62,7 @@ import { promises as fsp } from 'fs';
 import type { FileHandle } from 'fs/promises';
 import { dirname, join } from 'path';
 import { FacecudaError, invalidParameterError, outOfRangeError } from '../errors';
+import { ioError, writeAll } from '../fsutil';
 import { assertInteger, assertKnownOptions, assertString, is, optionsObject } from '../validate';
 import type { Sample, SampleSource, SourceDescriptor } from './types';
 
@@ -152,13 +153,6 @@ function corrupt(path: string, message: string, key?: number, offset?: number): 
   const e = new FacecudaError('CORRUPT_FILE', `Corrupt RecordIO file '${path}'${where ? ` (${where})` : ''}: ${message}`);
   if (key !== undefined) Object.defineProperty(e, 'key', { value: key, enumerable: false });
   if (offset !== undefined) Object.defineProperty(e, 'byteOffset', { value: offset, enumerable: false });
-  return e;
-}
-
-function ioError(action: string, path: string, err: unknown): FacecudaError {
-  const detail = err instanceof Error ? err.message : String(err);
-  const e = new FacecudaError('IO_ERROR', `Cannot ${action} '${path}': ${detail}`);
-  Object.defineProperty(e, 'cause', { value: err, enumerable: false, writable: true, configurable: true });
   return e;
 }
 
@@ -945,14 +939,6 @@ export class RecordIOWriter {
     } catch (err) {
       throw ioError('create', path, err);
     }
-  }
-}
-
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done);
-    done += bytesWritten;
   }
 }
 

@@ -7,6 +7,7 @@
 import type { Backbone } from '../backbones/model';
 import { FacecudaError } from '../errors';
 import { Tensor } from '../tensor';
+import { normalizeUnchecked } from '../data/image';
 import type { RawImage } from '../data/types';
 
 /** Options of {@link embedImages}. */
@@ -29,20 +30,15 @@ export interface Embeddings {
   readonly xnorm: number;
 }
 
-/** Writes image `img` as CHW floats (v/255 − 0.5)/0.5 into `out` at `offset` (mirrored when asked). */
-export function normalizeImage(img: RawImage, out: Float32Array, offset: number, mirror = false): void {
-  const { width: w, height: h, data } = img;
-  const plane = w * h;
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const sx = mirror ? w - 1 - x : x;
-      const s = (y * w + sx) * 3;
-      const d = offset + y * w + x;
-      out[d] = (data[s] / 255 - 0.5) / 0.5;
-      out[d + plane] = (data[s + 1] / 255 - 0.5) / 0.5;
-      out[d + 2 * plane] = (data[s + 2] / 255 - 0.5) / 0.5;
-    }
+/** Pair embeddings [2P, dim] (images 2k and 2k+1 are pair k) → the two sides [P, dim] each. */
+export function splitPairs(data: Float32Array, dim: number, P: number): [Float32Array, Float32Array] {
+  const e1 = new Float32Array(P * dim);
+  const e2 = new Float32Array(P * dim);
+  for (let k = 0; k < P; k++) {
+    e1.set(data.subarray(2 * k * dim, (2 * k + 1) * dim), k * dim);
+    e2.set(data.subarray((2 * k + 1) * dim, (2 * k + 2) * dim), k * dim);
   }
+  return [e1, e2];
 }
 
 /**
@@ -73,7 +69,7 @@ export async function embedImages(model: Backbone, images: readonly RawImage[], 
       const n = Math.min(batchSize, images.length - start);
       for (const mirror of passes) {
         const x = new Float32Array(n * 3 * h * w);
-        for (let k = 0; k < n; k++) normalizeImage(images[start + k], x, k * 3 * h * w, mirror);
+        for (let k = 0; k < n; k++) normalizeUnchecked(images[start + k], x, k * 3 * h * w, mirror, false);
         const xt = Tensor.from(x, [n, 3, h, w], { device: model.device });
         const yt = await model.forward(xt);
         const y = (await yt.toArray()) as Float32Array;

@@ -11,7 +11,7 @@ import * as path from 'path';
 
 import { Backbone } from '../backbones/model';
 import type { BackboneName } from '../backbones/arch';
-import { tarAtFar, verificationAccuracy } from '../data/baseline';
+import { verifier } from '../data/baseline';
 import { readBinPack } from '../data/binpack';
 import { ImageFolder } from '../data/folder';
 import { decodeImage } from '../data/image';
@@ -25,16 +25,7 @@ import { AdaFaceHead, ArcFaceHead, CombinedMarginHead, CosFaceHead, MarginHead }
 import { AdamW, clipGradNorm, headParams, Optimizer, paramGroups, SGD } from '../optim';
 import { MultiStepLR, PolyWarmupLR } from '../schedule';
 import { resolveConfig, TrainConfig } from './config';
-import { FitResult, Trainer, VerificationSet, Verifier } from './trainer';
-
-/** The verifier of SPEC §10.2 over flat [P, dim] embeddings. */
-export const VERIFIER: Verifier = {
-  accuracy: (e1, e2, dim, issame) => {
-    const r = verificationAccuracy(e1, e2, dim, issame);
-    return { accuracy: r.accuracy, std: r.std };
-  },
-  tarAtFar: (e1, e2, dim, issame, far) => tarAtFar(e1, e2, dim, issame, far),
-};
+import { FitResult, Trainer, VerificationSet } from './trainer';
 
 async function openData(cfg: TrainConfig): Promise<SampleSource> {
   if (cfg.rec === 'synthetic') {
@@ -128,7 +119,7 @@ export async function runTraining(
       : new PolyWarmupLR({ base: cfg.lr, totalSteps: total, warmupSteps: Math.round(per * cfg.warmup_epoch) });
     const checkpoint = path.join(output, 'checkpoint.safetensors');
     const trainer = new Trainer({
-      model, head, optimizer, schedule, data: loader, validation, verifier: VERIFIER,
+      model, head, optimizer, schedule, data: loader, validation, verifier,
       verifyEvery: cfg.verbose, logFile: path.join(output, 'train.jsonl'), logEvery: cfg.frequent,
       checkpoint: { path: checkpoint, every: cfg.verbose }, progress: options.progress, handleSignals: options.handleSignals,
       extra: { config: cfg },

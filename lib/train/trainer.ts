@@ -30,7 +30,8 @@ import { FacecudaError } from '../errors';
 import type { MarginHead } from '../heads';
 import { Tensor } from '../tensor';
 import { readCheckpoint, writeCheckpoint } from './checkpoint';
-import { embedImages } from './embed';
+import { sampledRows } from '../optim';
+import { embedImages, splitPairs } from './embed';
 
 /** What the trainer needs of an optimizer (lib/optim.ts's SGD and AdamW). */
 export interface OptimizerLike {
@@ -211,10 +212,7 @@ export class Trainer extends EventEmitter {
           const hyper = this.head.hyperparams() as { sampleRate?: number; subCenters?: number };
           let sparse: Record<string, Int32Array> | undefined;
           if ((hyper.sampleRate ?? 1) < 1) {
-            const classes = await this.head.sampledClasses();
-            const K = hyper.subCenters ?? 1;
-            const rows = new Int32Array(classes.length * K);
-            for (let i = 0; i < classes.length; i++) for (let k = 0; k < K; k++) rows[i * K + k] = classes[i] * K + k;
+            const rows = sampledRows(await this.head.sampledClasses(), hyper.subCenters ?? 1);
             sparse = { [this.#opts.headWeightName ?? 'head.weight']: rows };
           }
           const r = await this.optimizer.step({ lr, ...(sparse ? { sparse } : {}) });
@@ -252,13 +250,7 @@ export class Trainer extends EventEmitter {
     for (const set of this.#opts.validation ?? []) {
       if (!verifier) break;
       const { data, dim, xnorm } = await embedImages(this.model, set.images);
-      const P = set.issame.length;
-      const e1 = new Float32Array(P * dim);
-      const e2 = new Float32Array(P * dim);
-      for (let k = 0; k < P; k++) {
-        e1.set(data.subarray(2 * k * dim, (2 * k + 1) * dim), k * dim);
-        e2.set(data.subarray((2 * k + 1) * dim, (2 * k + 2) * dim), k * dim);
-      }
+      const [e1, e2] = splitPairs(data, dim, set.issame.length);
       const { accuracy, std } = verifier.accuracy(e1, e2, dim, set.issame);
       const tar = verifier.tarAtFar(e1, e2, dim, set.issame, 1e-3);
       out[set.name] = { accuracy, std, tarAtFar1e3: tar, xnorm };

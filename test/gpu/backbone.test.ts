@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Backbone, BackboneArch, BackboneOptions, BackboneRuntimeOptions, IResNet, MobileFaceNet, Tensor } from '../../lib';
-import { gpuStatus, randomFloats, rng, SEED } from '../helpers';
+import { gpuStatus, maxRel, randomFloats, rng, SEED } from '../helpers';
 
 const gpu = gpuStatus();
 if (!gpu.available) console.log(`GPU backbone tests skipped: ${gpu.reason}`);
@@ -33,17 +33,6 @@ const TOL = {
 type Precision = keyof typeof TOL;
 
 type State = Map<string, Float32Array | BigInt64Array>;
-
-function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  if (got.length !== want.length) return Infinity;
-  let m = 1e-30;
-  let e = 0;
-  for (let i = 0; i < want.length; i++) {
-    m = Math.max(m, Math.abs(want[i]));
-    e = Math.max(e, Math.abs(got[i] - want[i]));
-  }
-  return e / m;
-}
 
 function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
   const e = maxRel(got, want);

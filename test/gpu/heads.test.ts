@@ -6,7 +6,7 @@ import {
   AdaFaceHead, ArcFaceHead, CenterLoss, CombinedMarginHead, CosFaceHead, ElasticFaceHead, MarginHead, NormFaceHead,
   SoftmaxHead, SphereFaceHead, combineShardStats, system, DeviceSpec,
 } from '../../lib';
-import { gpuStatus, randomFloats, rng, SEED } from '../helpers';
+import { gpuStatus, maxRel, randomFloats, rng, SEED } from '../helpers';
 
 const gpu = gpuStatus();
 if (!gpu.available) console.log(`GPU head tests skipped: ${gpu.reason}`);
@@ -18,16 +18,6 @@ type Make = (device: DeviceSpec, extra?: Record<string, unknown>) => MarginHead;
 // (and 1e-4 relative on the loss) leaves a wide margin over that and still catches any wrong term.
 // TF32/BF16 GEMMs round the inputs to 10/7 mantissa bits: 3e-2 of the largest gradient.
 const TOL = { fp32: 1e-3, tf32: 3e-2, bf16: 3e-2 } as const;
-
-function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let m = 1e-30;
-  let e = 0;
-  for (let i = 0; i < want.length; i++) {
-    m = Math.max(m, Math.abs(want[i]));
-    e = Math.max(e, Math.abs(got[i] - want[i]));
-  }
-  return e / m;
-}
 
 (gpu.available ? describe : describe.skip)('CUDA heads match the CPU heads', () => {
   const r = rng(SEED ^ 0x6ead);

@@ -11,7 +11,7 @@ import { Backbone, IResNet, MobileFaceNet } from '../../lib/backbones/model';
 import { FacecudaError } from '../../lib/errors';
 import { readSafetensors, writeSafetensors } from '../../lib/safetensors';
 import { Tensor } from '../../lib/tensor';
-import { SEED, gpuStatus, randomFloats, rng } from '../helpers';
+import { SEED, gpuStatus, maxRel, randomFloats, rng } from '../helpers';
 
 const cudaAvailable = (): boolean => gpuStatus().available;
 
@@ -387,16 +387,6 @@ describe(`tiny graph vs float64 reference (seed ${SEED})`, () => {
 });
 
 describe('eval-mode BatchNorm folding', () => {
-  function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
-    let m = 1e-30;
-    let e = 0;
-    for (let i = 0; i < want.length; i++) {
-      m = Math.max(m, Math.abs(want[i]));
-      e = Math.max(e, Math.abs(got[i] - want[i]));
-    }
-    return e / m;
-  }
-
   test('folded and unfolded eval agree (forward, input and parameter gradients); reloaded weights are folded again', async () => {
     const r = rng(SEED + 21);
     const opts = { baseWidth: 4, inputSize: 32, embeddingSize: 16, seed: 21 };

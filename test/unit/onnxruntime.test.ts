@@ -12,7 +12,7 @@ import * as path from 'path';
 import { Backbone, loadOnnx, readOnnx, recognizeOnnx, Tensor } from '../../lib';
 import { archToOnnx } from '../../lib/onnx/export';
 import { encodeOnnxModel } from '../../lib/onnx/proto';
-import { randomFloats, rng, SEED } from '../helpers';
+import { maxRel, randomFloats, rng, SEED } from '../helpers';
 
 // onnxruntime runs in a child process: inside jest its addon's typed arrays come from another realm
 // and fail onnxruntime-common's own `instanceof Float32Array` checks.
@@ -38,16 +38,6 @@ function runOnnxruntime(model: string, x: Float32Array, n: number, dir: string):
   if (r.status !== 0) throw new Error(`onnxruntime failed (${r.status}): ${r.stderr}`);
   const b = fs.readFileSync(output);
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let m = 1e-30;
-  let e = 0;
-  for (let i = 0; i < want.length; i++) {
-    m = Math.max(m, Math.abs(want[i]));
-    e = Math.max(e, Math.abs(got[i] - want[i]));
-  }
-  return e / m;
 }
 
 async function randomizeStatistics(model: Backbone, r: () => number): Promise<Map<string, Float32Array>> {

@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { IResNet } from '../../lib/backbones/model';
-import { tarAtFar, verificationAccuracy } from '../../lib/data/baseline';
+import { verifier } from '../../lib/data/baseline';
 import { DataLoader } from '../../lib/data/loader';
 import type { RawImage, Sample, SampleSource } from '../../lib/data/types';
 import { ArcFaceHead } from '../../lib/heads';
@@ -73,11 +73,6 @@ async function setup(seed = 3) {
   };
   return { model, head, params, optimizer, loader, schedule, dispose };
 }
-
-const verifier = {
-  accuracy: (e1: Float32Array, e2: Float32Array, dim: number, issame: readonly boolean[]) => verificationAccuracy(e1, e2, dim, issame),
-  tarAtFar: (e1: Float32Array, e2: Float32Array, dim: number, issame: readonly boolean[], far: number) => tarAtFar(e1, e2, dim, issame, far),
-};
 
 let tmp: string;
 beforeAll(() => {
