@@ -7,8 +7,9 @@
 //     SGD momentum 0.9 + weight decay) for the demo model (IResNet-18 at base width 16, 128-d) and
 //     for r18 (full width, 512-d) at batch 64, 1 000 classes; FLOP/s against 3·2·MACs per sample.
 // CUDA (--device cuda): r50 + ArcFace (93 431 classes, s 64, m 0.5) training samples/s at batch 128
-//   and 256 with mixed precision (ours: precision 'bf16'; peer: arcface_torch-style step under
-//   autocast bf16, channels_last, bench/peers/torch_train.py) in the same run, and the ratio.
+//   and 256 with mixed precision, bf16 and fp16 (ours: precision 'bf16' / 'fp16' with GradScaler;
+//   peer: arcface_torch-style step under autocast bf16 / fp16 + torch GradScaler, channels_last,
+//   bench/peers/torch_train.py) in the same run, and the ratio.
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -23,14 +24,20 @@ async function trainStep(fc, { network, baseWidth, embedding, classes, batch, de
   const opt = new fc.SGD([...fc.paramGroups(params), { params: fc.headParams(hp) }], { lr: 0.1, momentum: 0.9, weightDecay: 5e-4 });
   const x = fc.Tensor.from(h.randomF32(batch * 3 * size * size, 3), [batch, 3, size, size], { device });
   const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7919) % classes);
+  // fp16: dynamic loss scaling as arcface_torch (scale the loss, unscale, clip, step, update).
+  const scaler = precision === 'fp16' ? new fc.GradScaler() : null;
   const step = async () => {
     const emb = await model.forward(x);
     await head.forward(emb, labels);
-    const { gradEmbeddings } = await head.backward();
+    const { gradEmbeddings } = await head.backward(scaler ? { lossScale: scaler.scale } : undefined);
     await model.zeroGrad();
     await model.backward(gradEmbeddings);
-    await fc.clipGradNorm(params, 5);
-    await opt.step({ lr: 0.01 });
+    const overflow = scaler ? (await opt.scaleGradients(1 / scaler.scale)).skipped : false;
+    if (scaler) scaler.update(overflow);
+    if (!overflow) {
+      await fc.clipGradNorm(params, 5);
+      await opt.step({ lr: 0.01 });
+    }
     emb.dispose();
     if (device !== 'cpu') await fc.system.synchronize(device);
   };
@@ -122,24 +129,24 @@ async function runCuda(fc, info, opts) {
   ]);
   const peer = h.runPeer(path.join(__dirname, 'peers', 'torch_train.py'), {
     device: 'cuda', warmup: 3, iters: opts.quick ? 5 : 10,
-    cases: batches.map((batch) => ({ network: 'r50', batch, classes, amp: true, cl: true })),
+    cases: ['bf16', 'fp16'].flatMap((dtype) => batches.map((batch) => ({ network: 'r50', batch, classes, amp: true, dtype, cl: true }))),
   }, { requires: ['torch'], timeoutMs: 240_000 });
   const records = [];
   const rows = [];
-  for (const batch of batches) {
+  for (const [dtype, batch] of ['bf16', 'fp16'].flatMap((d) => batches.map((b) => [d, b]))) {
     let ours = null;
     let note = '';
     try {
-      const t = await trainStep(fc, { network: 'r50', embedding: 512, classes, batch, device, precision: 'bf16' });
+      const t = await trainStep(fc, { network: 'r50', embedding: 512, classes, batch, device, precision: dtype });
       const r = await h.measure(t.step, { warmup: 3, minReps: 5, minSeconds: 2 });
       ours = batch / r.median;
       t.dispose();
     } catch (e) {
       note = `${e.code || ''} ${e.message.split('\n')[0]}`.trim();
     }
-    const p = peer.results ? peer.results.find((x) => x.batch === batch) : null;
+    const p = peer.results ? peer.results.find((x) => x.batch === batch && x.dtype === dtype) : null;
     const theirs = p && !p.error ? p.samplesPerSecond : null;
-    const rec = { shape: `r50-arcface-b${batch}-bf16`, batch, samplesPerSecond: ours, torchSamplesPerSecond: theirs, ratio: ours && theirs ? ours / theirs : null, note: note || (peer.skipped ? peer.reason : p && p.error) || null };
+    const rec = { shape: `r50-arcface-b${batch}-${dtype}`, batch, samplesPerSecond: ours, torchSamplesPerSecond: theirs, ratio: ours && theirs ? ours / theirs : null, note: note || (peer.skipped ? peer.reason : p && p.error) || null };
     records.push(rec);
     rows.push([rec.shape, ours ? `${h.fixed(ours)} samples/s` : '-', theirs ? `${h.fixed(theirs)} samples/s` : '-', rec.ratio ? `${h.fixed(rec.ratio, 2)}x` : '-', rec.note || '']);
   }

@@ -125,7 +125,7 @@ export declare namespace Binding {
     sphereGamma?: number;
     spherePower?: number;
     sphereMin?: number;
-    precision?: 'fp32' | 'tf32' | 'bf16';
+    precision?: 'fp32' | 'tf32' | 'bf16' | 'fp16';
     maxChunkBytes?: number;
     threads?: number;
     subCenters?: number;
@@ -143,7 +143,7 @@ export declare namespace Binding {
     setBias(b: Float32Array | NativeTensor): Promise<void>;
     getBias(): Promise<Float32Array>;
     forward(x: NativeTensor, labels: NativeTensor): Promise<NativeForwardStats>;
-    backward(accumulate: boolean, rowMax?: Float32Array, rowSumExp?: Float64Array): Promise<{
+    backward(accumulate: boolean, rowMax?: Float32Array, rowSumExp?: Float64Array, lossScale?: number): Promise<{
       gradEmbeddings: NativeTensor;
       gradWeight: NativeTensor;
       gradBias?: NativeTensor;
@@ -174,7 +174,7 @@ export declare namespace Binding {
     tensorFromData(data: NativeArray, shape: number[], dtype: DTypeName, device: string): NativeTensor;
     tensorZeros(shape: number[], dtype: DTypeName, device: string): NativeTensor;
     gemm(a: NativeTensor, b: NativeTensor, c: NativeTensor | null, transA: boolean, transB: boolean, alpha: number,
-      beta: number, precision: 'fp32' | 'tf32' | 'bf16', threads: number): Promise<NativeTensor>;
+      beta: number, precision: 'fp32' | 'tf32' | 'bf16' | 'fp16', threads: number): Promise<NativeTensor>;
     info(): { cpu: CpuInfo; build: BuildInfo };
     cudaStatus(): CudaStatus;
     cudaLibraries(): Promise<LibraryInfo[]>;

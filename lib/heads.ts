@@ -36,8 +36,11 @@ import type { Binding } from './binding';
 
 // #region public types
 
-/** GEMM precision of a head (accumulation is fp32 always; 'tf32' runs as 'fp32' on the CPU). */
-export type HeadPrecision = 'fp32' | 'tf32' | 'bf16';
+/**
+ * GEMM precision of a head (accumulation is fp32 always; 'tf32' runs as 'fp32' on the CPU; 'fp16'
+ * rounds the GEMM inputs to fp16, emulated on the CPU: train it with loss scaling, see GradScaler).
+ */
+export type HeadPrecision = 'fp32' | 'tf32' | 'bf16' | 'fp16';
 
 /** Options every head takes. */
 export interface HeadOptions {
@@ -96,6 +99,11 @@ export interface BackwardOptions {
   rowMax?: Float32Array | Float64Array | readonly number[];
   /** Sharded mode: the global per-row Σexp relative to `rowMax`. */
   rowSumExp?: Float32Array | Float64Array | readonly number[];
+  /**
+   * Mixed-precision loss scaling: the gradients of `lossScale · mean loss` (default 1), so small
+   * fp16 gradients do not flush to zero. {@link GradScaler} picks it and unscales before the step.
+   */
+  lossScale?: number;
 }
 
 /**
@@ -312,7 +320,7 @@ export abstract class MarginHead<S extends HeadState = HeadState> {
     // Validate arguments
     assertInteger(opts.embeddingSize, 'embeddingSize', 1, 65536);
     assertInteger(opts.numClasses, 'numClasses', 2, 2 ** 31 - 1);
-    assertOneOf(precision, 'precision', ['fp32', 'tf32', 'bf16'] as const);
+    assertOneOf(precision, 'precision', ['fp32', 'tf32', 'bf16', 'fp16'] as const);
     assertInteger(maxChunkBytes, 'maxChunkBytes', 4, Number.MAX_SAFE_INTEGER);
     assertInteger(threads, 'threads', 0, 1024);
     assertInteger(seed, 'seed', 0, 2 ** 53 - 1);
@@ -448,11 +456,13 @@ export abstract class MarginHead<S extends HeadState = HeadState> {
     const site = new Error();
     // Apply defaults
     const opts = optionsObject(options, 'options');
-    assertKnownOptions(opts, 'backward', ['accumulate', 'rowMax', 'rowSumExp']);
+    assertKnownOptions(opts, 'backward', ['accumulate', 'rowMax', 'rowSumExp', 'lossScale']);
     const accumulate = opts.accumulate ?? false;
+    const lossScale = opts.lossScale ?? 1;
 
     // Validate arguments
     assertBool(accumulate, 'accumulate');
+    assertNumber(lossScale, 'lossScale', Number.MIN_VALUE, 3.4e38);
     const native = this[NATIVE];
     let rowMax: Float32Array | undefined;
     let rowSumExp: Float64Array | undefined;
@@ -476,7 +486,7 @@ export abstract class MarginHead<S extends HeadState = HeadState> {
     }
 
     // Interpret options
-    const g = await withCallSite(native.backward(accumulate, rowMax, rowSumExp), site);
+    const g = await withCallSite(native.backward(accumulate, rowMax, rowSumExp, lossScale === 1 ? undefined : lossScale), site);
     const out: HeadGradients = { gradEmbeddings: new Tensor(g.gradEmbeddings), gradWeight: new Tensor(g.gradWeight) };
     if (g.gradBias) out.gradBias = new Tensor(g.gradBias);
     return out;

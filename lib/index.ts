@@ -27,7 +27,7 @@ export {
 } from './backbones/arch';
 export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
 export { Backbone, IResNet, loadOnnx, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';
-export { Optimizer, SGD, AdamW, paramGroups, headParams, sampledRows, clipGradNorm, OptimParam, ParamGroup, ParamGroupsOptions, OptimStepResult, OptimStepOptions, ParamState, OptimizerState, SGDOptions, AdamWOptions } from './optim';
+export { Optimizer, SGD, AdamW, paramGroups, headParams, sampledRows, clipGradNorm, scaleGradients, OptimParam, ParamGroup, ParamGroupsOptions, OptimStepResult, OptimStepOptions, ParamState, OptimizerState, SGDOptions, AdamWOptions } from './optim';
 export { MultiStepLR, CosineLR, PolyWarmupLR, fromEpochs, SEED_MILESTONE_EPOCHS, ARCFACE_TORCH_V1_MILESTONES, LrSchedule, EpochSchedules } from './schedule';
 export { RawImage, Sample, SampleSource, SourceDescriptor, Batch } from './data/types';
 export { RecordIO, RecordIOWriter, packImages } from './data/recordio';
@@ -39,6 +39,7 @@ export { DataLoader, DataLoaderOptions, measureLoader } from './data/loader';
 export { SyntheticFaces, SyntheticFacesOptions } from './data/synthetic';
 export { verificationAccuracy, tarAtFar, linearPixelBaseline } from './data/baseline';
 export { Trainer, TrainerOptions, StepResult, FitResult, VerificationSet, VerificationResult } from './train/trainer';
+export { GradScaler, GradScalerOptions, GradScalerState, ScaleUpdate } from './train/scaler';
 export { embedImages, EmbedOptions } from './train/embed';
 export { resolveConfig, TrainConfig } from './train/config';
 export { runTraining } from './train/run';

@@ -7,8 +7,11 @@ import { FacecudaError, invalidParameterError, withCallSite } from './errors';
 import { Tensor, tensorArg } from './tensor';
 import { assertBool, assertInteger, assertKnownOptions, assertNumber, assertOneOf, optionsObject } from './validate';
 
-/** GEMM precision: fp32 everywhere; tf32 uses tensor cores on CUDA (fp32 on the CPU); bf16 rounds inputs to bfloat16 (fp32 accumulation always). */
-export type Precision = 'fp32' | 'tf32' | 'bf16';
+/**
+ * GEMM precision: fp32 everywhere; tf32 uses tensor cores on CUDA (fp32 on the CPU); bf16 / fp16
+ * round the inputs to bfloat16 / float16 (fp16: beyond ±65504 is ±Inf); fp32 accumulation always.
+ */
+export type Precision = 'fp32' | 'tf32' | 'bf16' | 'fp16';
 
 export interface GemmOptions {
   /** Use the transpose of `a` (default false). */
@@ -58,7 +61,7 @@ export function gemm(a: Tensor, b: Tensor, options?: GemmOptions): Promise<Tenso
   assertBool(transB, 'transB');
   assertNumber(alpha, 'alpha');
   assertNumber(beta, 'beta');
-  assertOneOf(precision, 'precision', ['fp32', 'tf32', 'bf16'] as const);
+  assertOneOf(precision, 'precision', ['fp32', 'tf32', 'bf16', 'fp16'] as const);
   assertInteger(threads, 'threads', 0, 1024);
   for (const [t, name] of [[na, 'a'], [nb, 'b']] as const) {
     if (t.shape.length !== 2) throw invalidParameterError(name, 'a 2-D tensor', `[${t.shape.join(', ')}]`);

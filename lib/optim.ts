@@ -132,6 +132,7 @@ interface OptimAddon {
   optimStep(
     config: NativeHyper & {
       threads?: number;
+      gradScale?: number;
       clipNorms: Float64Array;
       items: Float64Array;
       sparse: { item: number; rows: Int32Array }[];
@@ -391,6 +392,18 @@ export abstract class Optimizer {
     this.#step = state.step;
   }
 
+  /**
+   * Multiplies every gradient this optimizer would read by `factor` in place, in one native job
+   * (GradScaler's unscale: factor = 1 / loss scale). A NaN or ±Inf gradient writes nothing and comes
+   * back as `skipped` with the parameter named (the loss scaler's "found inf").
+   *
+   * @example const { skipped } = await opt.scaleGradients(1 / scaler.scale);
+   */
+  async scaleGradients(factor: number): Promise<{ skipped: boolean; reason?: string; gradNorm: number }> {
+    this.#live();
+    return scaleGradients(this.#entries.map((e) => e.p), factor);
+  }
+
   /** Frees the state buffers. Later calls throw DISPOSED. */
   dispose(): void {
     if (this.#disposed) return;
@@ -593,4 +606,38 @@ export async function clipGradNorm(
   grads.forEach((_, i) => meta.set([-1, i, -1, -1, 0, 0, 1, 0], i * 8));
   const r = await withCallSite(optimAddon().optimStep({ algo: 2, clipNorms: Float64Array.of(maxNorm), items: meta, sparse: [] }, ...grads), site);
   return { norm: r.gradNorm, scale: r.groupScales[0], skipped: r.skipped };
+}
+
+/**
+ * g ← g·factor for every gradient of `params`, in place, as one native job, after a finite check: a
+ * NaN or ±Inf gradient writes nothing and is reported as `skipped` (naming the parameter). The
+ * returned norm is that of the multiplied gradients. Mixed precision: GradScaler unscales with
+ * factor = 1 / loss scale.
+ *
+ * @example const { skipped, gradNorm } = await scaleGradients(await model.parameters(), 1 / 1024);
+ */
+export async function scaleGradients(
+  params: readonly OptimParam[],
+  factor: number,
+): Promise<{ skipped: boolean; reason?: string; gradNorm: number }> {
+  const site = new Error();
+  // Validate arguments
+  if (!Array.isArray(params)) throw invalidParameterError('params', 'an array of parameters', params);
+  assertNumber(factor, 'factor');
+  if (!(factor > 0)) throw outOfRangeError('factor', 'a number > 0', factor);
+  const live = params.filter((p) => p && p.kind !== 'buffer' && p.trainable !== false && p.grad);
+  const grads = live.map((p, i) => tensorArg(p.grad, `params[${i}].grad`));
+  if (grads.length === 0) return { skipped: false, gradNorm: 0 };
+  const device = grads[0].device;
+  for (const g of grads) if (g.device !== device) throw new FacecudaError('INVALID_ARGUMENT', `gradients on ${device} and ${g.device}`);
+  // Interpret options
+  const meta = new Float64Array(grads.length * 8);
+  grads.forEach((_, i) => meta.set([-1, i, -1, -1, 0, 0, 1, -1], i * 8));
+  const r = await withCallSite(
+    optimAddon().optimStep({ algo: 2, gradScale: factor, clipNorms: new Float64Array(0), items: meta, sparse: [] }, ...grads),
+    site,
+  );
+  return r.skipped
+    ? { skipped: true, reason: `non-finite gradient (NaN or Inf) in '${live[r.nonFiniteItem]?.name}'`, gradNorm: r.gradNorm }
+    : { skipped: false, gradNorm: r.gradNorm };
 }

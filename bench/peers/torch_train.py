@@ -3,8 +3,9 @@
 
 The step: IResNet (bench/peers/torch_backbone.py's independent model) → embeddings → FC weight
 normalized, cos θ, ArcFace margin (s 64, m 0.5) → cross entropy → backward → clip_grad_norm_(backbone,
-5) → SGD (momentum 0.9, weight decay 5e-4) on backbone and FC, under torch.autocast(bfloat16) when
-`amp` (arcface_torch uses fp16 + GradScaler; bf16 needs no scaler), channels_last when `cl`.
+5) → SGD (momentum 0.9, weight decay 5e-4) on backbone and FC, under torch.autocast when `amp`:
+`dtype` 'bf16' (no scaler) or 'fp16' with torch.cuda.amp.GradScaler as arcface_torch (scale, unscale_,
+clip, step, update); channels_last when `cl`.
 Median of timed steps after warm-up, CUDA events, synchronized.
 
 Input: JSON on stdin {"cases": [{"network": "r50", "batch": 128, "classes": 93431, "amp": true,
@@ -58,8 +59,12 @@ def main():
             labels = torch.randint(0, case["classes"], (B,), device=device)
             s, m = 64.0, 0.5
 
+            half = case.get("dtype") == "fp16"
+            scaler = torch.cuda.amp.GradScaler(enabled=half and bool(case.get("amp")))
+
             def step():
-                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(case.get("amp"))):
+                dt = torch.float16 if half else torch.bfloat16
+                with torch.autocast(device_type=device, dtype=dt, enabled=bool(case.get("amp"))):
                     emb = model(x)
                     logits = F.linear(F.normalize(emb.float()), F.normalize(weight)).clamp(-1, 1)
                 target = logits.gather(1, labels[:, None])
@@ -67,9 +72,11 @@ def main():
                 logits = logits.scatter(1, labels[:, None], torch.cos(theta + m))
                 loss = F.cross_entropy(logits * s, labels)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
 
             for _ in range(req.get("warmup", 3)):
                 step()

@@ -143,10 +143,12 @@ export interface BackboneOptions {
 
 /**
  * Arithmetic of the convolutions and Linear layers: 'fp32' (default); 'bf16' (bf16 operands, fp32
- * accumulation; activations, master weights and BatchNorm statistics stay fp32); 'tf32' (CUDA
- * tensor cores; refused on the CPU).
+ * accumulation; activations, master weights and BatchNorm statistics stay fp32); 'fp16' (fp16
+ * operands and, on CUDA, fp16 convolution outputs, fp32 accumulation: values beyond ±65504 become
+ * ±Inf and small gradients underflow, so train it with a {@link GradScaler}; on the CPU it is an
+ * emulation for testing, slower than fp32); 'tf32' (CUDA tensor cores; refused on the CPU).
  */
-export type BackbonePrecision = 'fp32' | 'tf32' | 'bf16';
+export type BackbonePrecision = 'fp32' | 'tf32' | 'bf16' | 'fp16';
 
 /** Options of {@link Backbone.fromArch}, {@link Backbone.load} and {@link Backbone.loadOnnx}. */
 export interface BackboneRuntimeOptions {
@@ -313,11 +315,11 @@ function runtimeOptions(options: unknown, fn: string, extra: readonly string[] =
   const foldBatchNorm = opts.foldBatchNorm ?? true;
   assertInteger(seed, 'seed', 0);
   assertInteger(threads, 'threads', 0, 4096);
-  if (!is.string(precision)) throw invalidParameterError('precision', "one of 'fp32', 'tf32', 'bf16'", precision);
-  if (!is.inArray(precision, ['fp32', 'tf32', 'bf16'])) throw outOfRangeError('precision', "one of 'fp32', 'tf32', 'bf16'", precision);
+  if (!is.string(precision)) throw invalidParameterError('precision', "one of 'fp32', 'tf32', 'bf16', 'fp16'", precision);
+  if (!is.inArray(precision, ['fp32', 'tf32', 'bf16', 'fp16'])) throw outOfRangeError('precision', "one of 'fp32', 'tf32', 'bf16', 'fp16'", precision);
   assertBool(foldBatchNorm, 'foldBatchNorm');
   const device = resolveDevice(opts.device ?? 'cpu', 'device');
-  if (precision === 'tf32' && device === 'cpu') throw invalidParameterError('precision', "'fp32' or 'bf16' on the CPU (tf32 is a CUDA tensor-core mode)", precision);
+  if (precision === 'tf32' && device === 'cpu') throw invalidParameterError('precision', "'fp32', 'bf16' or 'fp16' on the CPU (tf32 is a CUDA tensor-core mode)", precision);
   return { device, seed, threads, precision: precision as BackbonePrecision, foldBatchNorm };
 }
 

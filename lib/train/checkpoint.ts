@@ -105,6 +105,8 @@ export interface CheckpointMeta {
   headState: Record<string, number>;
   optimizer: unknown;
   extra?: unknown;
+  /** fp16 runs: the GradScaler's scale and growth tracker. */
+  lossScaler?: { scale: number; growthTracker: number };
 }
 
 /** Writes a checkpoint atomically. */

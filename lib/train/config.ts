@@ -20,7 +20,8 @@
  * | lr_steps | — | epochs of ×0.1 decays (multi-step instead of polynomial; the seed recipe: [20, 28, 32]) |
  * | rec | — | a RecordIO prefix ('…/train'), an image folder, or 'synthetic' |
  * | val_targets | [] | `.bin` verification packs (paths, or names looked up next to rec) |
- * | fp16 | false | mixed precision on a GPU (bf16 here; the CPU ignores it) |
+ * | fp16 | false | mixed precision on a GPU, as arcface_torch: fp16 with dynamic loss scaling (the CPU ignores it) |
+ * | amp_dtype | 'fp16' | facecuda: the mixed-precision type when fp16 is true, 'fp16' (loss scaling) or 'bf16' (none needed) |
  * | output | 'work_dirs/facecuda' | checkpoints, logs and the final model |
  * | seed | 2048 | |
  * | num_workers | 2 | data-loader worker threads |
@@ -59,6 +60,7 @@ export interface TrainConfig {
   input_size: number;
   synthetic: Record<string, unknown>;
   base_width: number;
+  amp_dtype: 'fp16' | 'bf16';
 }
 
 export const CONFIG_DEFAULTS: Omit<TrainConfig, 'rec'> = {
@@ -86,6 +88,7 @@ export const CONFIG_DEFAULTS: Omit<TrainConfig, 'rec'> = {
   input_size: 112,
   synthetic: {},
   base_width: 64,
+  amp_dtype: 'fp16',
 };
 
 const NETWORKS = ['r18', 'r34', 'r50', 'r100', 'r200', 'mbf', 'mbf_large'] as const;
@@ -141,6 +144,7 @@ export function resolveConfig(raw: unknown): TrainConfig {
   const vt = o.val_targets;
   if (!Array.isArray(vt) || !vt.every((v) => typeof v === 'string')) throw bad('val_targets', 'an array of .bin paths or names', vt);
   for (const k of ['fp16'] as const) if (typeof o[k] !== 'boolean') throw bad(k, 'a boolean', o[k]);
+  if (o.amp_dtype !== 'fp16' && o.amp_dtype !== 'bf16') throw bad('amp_dtype', "'fp16' or 'bf16'", o.amp_dtype);
   for (const k of ['output', 'device'] as const) if (typeof o[k] !== 'string') throw bad(k, 'a string', o[k]);
   if (o.synthetic === null || typeof o.synthetic !== 'object' || Array.isArray(o.synthetic)) throw bad('synthetic', 'an object of SyntheticFaces options', o.synthetic);
   return {
@@ -169,5 +173,6 @@ export function resolveConfig(raw: unknown): TrainConfig {
     input_size: num(o, 'input_size', 16, 1024, true),
     synthetic: o.synthetic as Record<string, unknown>,
     base_width: num(o, 'base_width', 1, 1024, true),
+    amp_dtype: o.amp_dtype as TrainConfig['amp_dtype'],
   };
 }

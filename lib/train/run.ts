@@ -56,8 +56,8 @@ async function openVerification(cfg: TrainConfig, data: SampleSource, log: (s: s
   return sets;
 }
 
-function makeHead(cfg: TrainConfig, numClasses: number, device: DeviceName): MarginHead {
-  const common = { embeddingSize: cfg.embedding_size, numClasses, device, seed: cfg.seed, sampleRate: cfg.sample_rate };
+function makeHead(cfg: TrainConfig, numClasses: number, device: DeviceName, precision: 'fp32' | 'bf16' | 'fp16'): MarginHead {
+  const common = { embeddingSize: cfg.embedding_size, numClasses, device, seed: cfg.seed, sampleRate: cfg.sample_rate, precision };
   const [m1, m2, m3] = cfg.margin_list;
   switch (cfg.loss) {
     case 'arcface':
@@ -98,12 +98,15 @@ export async function runTraining(
   const validation = await openVerification(cfg, data, log);
   const loader = new DataLoader(data, { batchSize: cfg.batch_size, seed: cfg.seed, workers: cfg.num_workers, size: cfg.input_size });
   const network = cfg.network as BackboneName;
-  const precision = cfg.fp16 && device !== 'cpu' ? 'bf16' : 'fp32';
+  // arcface_torch's fp16: autocast + GradScaler. Here: fp16 GEMM/conv operands with dynamic loss
+  // scaling (the Trainer adds a GradScaler for fp16 models), or bf16 with amp_dtype. The CPU trains
+  // in fp32 (its fp16 is an emulation for tests, slower than fp32).
+  const precision = cfg.fp16 && device !== 'cpu' ? cfg.amp_dtype : 'fp32';
   const model = Backbone.create(network, {
     embeddingSize: cfg.embedding_size, device, seed: cfg.seed, precision,
     ...(network.startsWith('r') ? { inputSize: cfg.input_size, ...(cfg.base_width !== 64 ? { baseWidth: cfg.base_width } : {}) } : {}),
   });
-  const head = makeHead(cfg, data.numClasses, device);
+  const head = makeHead(cfg, data.numClasses, device, precision);
   const params = await model.parameters();
   const hp = await head.parameters();
   try {

@@ -12,6 +12,11 @@
  * `maxConsecutiveSkips` skips in a row the run stops with a diagnosis and a checkpoint of the last
  * good state (the weights are untouched by the skipped steps).
  *
+ * fp16 (a backbone or head with precision 'fp16'): dynamic loss scaling (./scaler.ts). The head's
+ * backward scales every gradient by the current loss scale, one native pass unscales them and checks
+ * they are finite, and an overflow skips the step (logged with the scale) and halves the scale.
+ * Such skips do not count towards `maxConsecutiveSkips` until the scale falls below its minimum.
+ *
  * Events (EventEmitter): 'step' (StepResult), 'epoch' ({ epoch, seconds, meanLoss }),
  * 'verify' ({ iteration, results }), 'checkpoint' ({ path, iteration }), 'skip' (StepResult).
  *
@@ -30,6 +35,7 @@ import { FacecudaError } from '../errors';
 import type { MarginHead } from '../heads';
 import { Tensor } from '../tensor';
 import { readCheckpoint, writeCheckpoint } from './checkpoint';
+import { GradScaler, type GradScalerState } from './scaler';
 import { sampledRows } from '../optim';
 import { embedImages, splitPairs } from './embed';
 
@@ -38,6 +44,8 @@ export interface OptimizerLike {
   step(options: { lr: number; sparse?: Record<string, Int32Array> }): Promise<{ skipped: boolean; reason?: string; gradNorm?: number }>;
   state(): unknown;
   loadState(state: unknown): unknown;
+  /** g ← g·factor over every gradient it reads, with a finite check (needed for loss scaling). */
+  scaleGradients?(factor: number): Promise<{ skipped: boolean; reason?: string; gradNorm: number }>;
 }
 
 /** What the trainer needs of a schedule (lib/schedule.ts). */
@@ -106,6 +114,12 @@ export interface TrainerOptions {
    */
   clipGradients?: () => Promise<{ skipped: boolean; norm: number }>;
   /**
+   * Dynamic loss scaling: a {@link GradScaler}, or false for none. Default: a new GradScaler() when
+   * the backbone or the head computes in 'fp16', none otherwise (bf16 needs none: it has fp32's
+   * range).
+   */
+  lossScaler?: GradScaler | false;
+  /**
    * Partial FC: the optimizer parameter name of the head's weight; when the head samples classes
    * (sampleRate < 1) only the sampled rows are updated (default 'head.weight').
    */
@@ -121,6 +135,9 @@ export interface StepResult {
   skipped: boolean;
   reason?: string;
   gradNorm?: number;
+  /** fp16: the loss scale this step used, and the next one's after an overflow. */
+  lossScale?: number;
+  nextLossScale?: number;
   samples: number;
   seconds: number;
 }
@@ -156,6 +173,8 @@ export class Trainer extends EventEmitter {
   consecutiveSkips = 0;
   /** Best verification accuracy per set. */
   best: Record<string, number> = {};
+  /** Dynamic loss scaling (fp16), or null. */
+  readonly scaler: GradScaler | null;
   readonly #opts: TrainerOptions;
   #lastLosses: number[] = [];
   #interrupt = false;
@@ -173,6 +192,11 @@ export class Trainer extends EventEmitter {
     this.schedule = options.schedule;
     this.data = options.data;
     this.#opts = options;
+    const fp16 = options.model.precision === 'fp16' || options.head.hyperparams().precision === 'fp16';
+    this.scaler = options.lossScaler === false ? null : (options.lossScaler ?? (fp16 ? new GradScaler() : null));
+    if (this.scaler && typeof options.optimizer.scaleGradients !== 'function') {
+      throw new TypeError('Expected an optimizer with scaleGradients(factor) for loss scaling (lib/optim.ts SGD/AdamW have it)');
+    }
     if ((options.validation?.length ?? 0) > 0 && !options.verifier) {
       throw new TypeError('Expected options.verifier with options.validation (e.g. lib/data/baseline verificationAccuracy/tarAtFar)');
     }
@@ -200,11 +224,24 @@ export class Trainer extends EventEmitter {
         result.skipped = true;
         result.reason = `loss is ${loss}`;
       } else {
-        const { gradEmbeddings } = await this.head.backward();
+        const scaler = this.scaler;
+        const lossScale = scaler ? scaler.scale : 1;
+        const { gradEmbeddings } = await this.head.backward(scaler ? { lossScale } : undefined);
         await model.zeroGrad();
         await model.backward(gradEmbeddings);
-        const clip = this.#opts.clipGradients ? await this.#opts.clipGradients() : null;
-        if (clip?.skipped) {
+        let overflow: { skipped: boolean; reason?: string } | null = null;
+        if (scaler) {
+          // Unscale in place (exact: the scale is a power of two times initScale) and check finiteness.
+          overflow = await (this.optimizer.scaleGradients as NonNullable<OptimizerLike['scaleGradients']>)(1 / lossScale);
+          const u = scaler.update(overflow.skipped);
+          result.lossScale = lossScale;
+          if (overflow.skipped) result.nextLossScale = u.scale;
+        }
+        const clip = !overflow?.skipped && this.#opts.clipGradients ? await this.#opts.clipGradients() : null;
+        if (overflow?.skipped) {
+          result.skipped = true;
+          result.reason = `fp16 overflow at loss scale ${lossScale}: ${overflow.reason ?? 'non-finite gradient'}; loss scale -> ${result.nextLossScale}`;
+        } else if (clip?.skipped) {
           result.skipped = true;
           result.reason = `the backbone's gradient norm is ${clip.norm}`;
           result.gradNorm = clip.norm;
@@ -236,7 +273,10 @@ export class Trainer extends EventEmitter {
       emb?.dispose();
     }
     this.iteration++;
-    this.consecutiveSkips = result.skipped ? this.consecutiveSkips + 1 : 0;
+    // An fp16 overflow the scaler has backed off from is the scaler's business, not divergence,
+    // unless the scale has fallen below its minimum.
+    const scalerSkip = result.nextLossScale !== undefined && !this.scaler?.belowMinimum;
+    this.consecutiveSkips = result.skipped && !scalerSkip ? this.consecutiveSkips + 1 : scalerSkip ? this.consecutiveSkips : 0;
     result.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     if (result.skipped) this.emit('skip', result);
     this.emit('step', result);
@@ -339,6 +379,7 @@ export class Trainer extends EventEmitter {
         meta: {
           iteration: this.iteration, epoch: this.epoch, batchInEpoch: this.batchInEpoch, consecutiveSkips: this.consecutiveSkips,
           best: this.best, modelStep: step, headState, extra: this.#opts.extra,
+          ...(this.scaler ? { lossScaler: this.scaler.state() } : {}),
         },
       });
     } finally {
@@ -371,6 +412,7 @@ export class Trainer extends EventEmitter {
       this.batchInEpoch = ck.meta.batchInEpoch;
       this.consecutiveSkips = ck.meta.consecutiveSkips;
       this.best = { ...ck.meta.best };
+      if (ck.meta.lossScaler && this.scaler) this.scaler.loadState(ck.meta.lossScaler as GradScalerState);
     } finally {
       ck.dispose();
     }
@@ -379,7 +421,8 @@ export class Trainer extends EventEmitter {
   async #log(r: StepResult): Promise<void> {
     const line = {
       time: new Date().toISOString(), iteration: r.iteration, epoch: r.epoch, loss: r.loss, lr: r.lr,
-      samplesPerSecond: r.samples / r.seconds, gradNorm: r.gradNorm ?? null, ...(r.skipped ? { skipped: true, reason: r.reason } : {}),
+      samplesPerSecond: r.samples / r.seconds, gradNorm: r.gradNorm ?? null, ...(r.lossScale !== undefined ? { lossScale: r.lossScale } : {}),
+      ...(r.skipped ? { skipped: true, reason: r.reason } : {}),
     };
     await fsp.appendFile(this.#opts.logFile as string, JSON.stringify(line) + '\n');
   }
@@ -405,6 +448,7 @@ export class Trainer extends EventEmitter {
     const why: string[] = [`${this.consecutiveSkips} consecutive steps skipped (last: ${r.reason ?? 'unknown'}) at iteration ${r.iteration}, lr ${r.lr}`];
     if (!finite(batch.images)) why.push('bad data: the batch holds NaN/Inf pixels');
     else if (rising) why.push(`the loss rose from ${finiteLosses[0].toFixed(3)} to ${finiteLosses[finiteLosses.length - 1].toFixed(3)} before diverging: the learning rate is likely too high`);
+    else if (/fp16 overflow/i.test(r.reason ?? '')) why.push(`fp16 gradients overflow even at loss scale ${r.lossScale} (below the scaler's minimum ${this.scaler?.minScale}): lower the learning rate, clip harder, or train in bf16`);
     else if (/gradient|overflow/i.test(r.reason ?? '')) why.push('gradients overflowed: lower the learning rate, clip harder, or use bf16 instead of fp16');
     else why.push('the loss became non-finite: check the learning rate and the data');
     why.push(`the weights are those of the last good step (skipped steps never change them)${this.#opts.checkpoint ? `; checkpoint: ${this.#opts.checkpoint.path}` : ''}`);

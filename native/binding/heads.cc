@@ -25,7 +25,8 @@ fc::GemmPrecision parse_precision(const std::string& s) {
   if (s == "fp32") return fc::GemmPrecision::F32;
   if (s == "bf16") return fc::GemmPrecision::BF16;
   if (s == "tf32") return fc::GemmPrecision::TF32;
-  fc::fail(fc::Code::InvalidArgument, fc::str("Expected 'fp32', 'tf32' or 'bf16' for precision but received '", s, "'"));
+  if (s == "fp16") return fc::GemmPrecision::F16;
+  fc::fail(fc::Code::InvalidArgument, fc::str("Expected 'fp32', 'tf32', 'bf16' or 'fp16' for precision but received '", s, "'"));
 }
 
 namespace {
@@ -391,16 +392,22 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead>, private Held
     return schedule(env, device_, std::move(job));
   }
 
-  // backward(accumulate, rowMax?: Float32Array, rowSumExp?: Float64Array)
+  // backward(accumulate, rowMax?: Float32Array, rowSumExp?: Float64Array, lossScale?: number)
   //   → { gradEmbeddings, gradWeight, gradBias? } (tensors sharing the head's buffers)
   Napi::Value Backward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto h = live(env);
     bool accumulate = false;
+    double loss_scale = 1.0;
     std::shared_ptr<std::vector<float>> row_max;
     std::shared_ptr<std::vector<double>> row_sum;
     try {
       accumulate = arg_bool(info, 0, "accumulate");
+      if (!is_absent(info[3])) {
+        loss_scale = arg_number(info, 3, "lossScale");
+        FC_CHECK(std::isfinite(loss_scale) && loss_scale > 0, OutOfRange,
+                 "Expected a finite lossScale > 0 but received ", loss_scale);
+      }
       bool has_max = !is_absent(info[1]), has_sum = !is_absent(info[2]);
       FC_CHECK(has_max == has_sum, InvalidArgument, "Expected both rowMax and rowSumExp, or neither");
       if (has_max) {
@@ -421,9 +428,10 @@ class NativeMarginHead : public Napi::ObjectWrap<NativeMarginHead>, private Held
     auto gb = std::make_shared<Slot>();
     bool softmax = softmax_;
     auto job = std::make_unique<Job>(env);
-    job->work = [h, gx, gw, gb, accumulate, row_max, row_sum, softmax]() {
+    job->work = [h, gx, gw, gb, accumulate, row_max, row_sum, softmax, loss_scale]() {
       fc::MarginHead& head = h->get();
-      head.backward(accumulate, row_max ? row_max->data() : nullptr, row_sum ? row_sum->data() : nullptr);
+      head.backward(accumulate, row_max ? row_max->data() : nullptr, row_sum ? row_sum->data() : nullptr,
+                    loss_scale);
       gx->tensor = head.grad_embeddings();  // shares the head's buffers
       gw->tensor = head.grad_weight();
       if (softmax) gb->tensor = head.grad_bias();

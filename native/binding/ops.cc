@@ -8,7 +8,7 @@ namespace fcb {
 
 namespace {
 
-// gemm(a, b, c | null, transA, transB, alpha, beta, precision: 'fp32'|'tf32'|'bf16', threads)
+// gemm(a, b, c | null, transA, transB, alpha, beta, precision: 'fp32'|'tf32'|'bf16'|'fp16', threads)
 //   → Promise<NativeTensor> holding alpha * op(a) op(b) + beta * c (c itself is not modified).
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -42,8 +42,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       FC_CHECK(c.dtype == fc::DType::F32 && c.device == a.device, InvalidArgument, "Expected c as a float32 tensor on ",
                a.device.str());
     }
-    FC_CHECK(prec == "fp32" || prec == "tf32" || prec == "bf16", InvalidArgument,
-             "Expected 'fp32', 'tf32' or 'bf16' for precision but received '", prec, "'");
+    FC_CHECK(prec == "fp32" || prec == "tf32" || prec == "bf16" || prec == "fp16", InvalidArgument,
+             "Expected 'fp32', 'tf32', 'bf16' or 'fp16' for precision but received '", prec, "'");
 
     auto out = std::make_shared<Slot>();
     auto sa = a.slot, sb = b.slot, sc = c.slot;
@@ -60,11 +60,14 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       int64_t lda = A.size(1), ldb = B.size(1);
       if (dev.is_cpu()) {
         fc::GemmOptions o;
-        o.precision = prec == "bf16" ? fc::GemmPrecision::BF16 : fc::GemmPrecision::F32;  // tf32 = fp32 on CPUs
+        o.precision = prec == "bf16"   ? fc::GemmPrecision::BF16
+                      : prec == "fp16" ? fc::GemmPrecision::F16
+                                       : fc::GemmPrecision::F32;  // tf32 = fp32 on CPUs
         o.max_threads = threads;
         fc::sgemm(ta, tb, M, N, K, alpha, A.data_as<float>(), lda, B.data_as<float>(), ldb, be, C.data_as<float>(), N, o);
       } else {
-        fc::cuda::MathMode mode = prec == "bf16" ? fc::cuda::MathMode::BF16
+        fc::cuda::MathMode mode = prec == "bf16"   ? fc::cuda::MathMode::BF16
+                                  : prec == "fp16" ? fc::cuda::MathMode::F16
                                   : prec == "tf32" ? fc::cuda::MathMode::TF32
                                                    : fc::cuda::MathMode::F32;
         fc::cuda::sgemm(dev.index, ta, tb, M, N, K, alpha, A.data_as<float>(), lda, B.data_as<float>(), ldb, be,

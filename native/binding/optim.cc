@@ -82,11 +82,15 @@ Napi::Value OptimStep(const Napi::CallbackInfo& info) {
     fc::optim::StepOptions options;
     options.max_threads = static_cast<int>(cfg_number(cfg, "threads", 0));
     options.clip_norms = cfg_f64(cfg, "clipNorms");
+    options.grad_scale = cfg_number(cfg, "gradScale", 1.0);
+    FC_CHECK(std::isfinite(options.grad_scale) && options.grad_scale > 0, OutOfRange,
+             "Expected a finite gradScale > 0 but received ", options.grad_scale);
     const std::vector<double> meta = cfg_f64(cfg, "items");
     FC_CHECK(meta.size() % kMetaPerItem == 0, InvalidArgument, "Expected ", kMetaPerItem,
              " numbers per item in config.items but received ", meta.size());
     const size_t n = meta.size() / kMetaPerItem;
-    if (algo == 2) FC_CHECK(options.clip_norms.size() == 1, InvalidArgument, "a clip-only pass takes one max norm");
+    // algo 2: clip_grad_norm with one max norm, or with none the unscale pass (g ← g·gradScale).
+    if (algo == 2) FC_CHECK(options.clip_norms.size() <= 1, InvalidArgument, "a clip-only pass takes at most one max norm");
 
     // The tensor arguments.
     const size_t num_tensors = info.Length() > 0 ? info.Length() - 1 : 0;
@@ -161,7 +165,8 @@ Napi::Value OptimStep(const Napi::CallbackInfo& info) {
         }
         items.push_back(std::move(it));
       }
-      if (algo == 2) *result = fc::optim::clip_grad_norm(items, options.clip_norms[0], options.max_threads);
+      if (algo == 2 && options.clip_norms.empty()) *result = fc::optim::scale_grads(items, options.grad_scale, options.max_threads);
+      else if (algo == 2) *result = fc::optim::clip_grad_norm(items, options.clip_norms[0], options.max_threads);
       else *result = fc::optim::step(items, hyper, options);
     };
     job->build = [result](Napi::Env env) -> Napi::Value {

@@ -65,6 +65,23 @@ float round_bf16_ref(float x) {
   return static_cast<float>(std::ldexp(std::nearbyint(std::ldexp(m, 8)), e - 8));
 }
 
+// fp16 round-to-nearest-even re-derived in double: 11 significant bits for normal values, a fixed
+// quantum of 2^-24 below 2^-14 (subnormals), ±Inf from 65520 (the midpoint above 65504) up.
+float round_f16_ref(float x) {
+  if (!std::isfinite(x) || x == 0.0f) return x;
+  const double ax = std::fabs(static_cast<double>(x));
+  double r;
+  if (ax < std::ldexp(1.0, -14)) {
+    r = std::nearbyint(ax * std::ldexp(1.0, 24)) * std::ldexp(1.0, -24);
+  } else {
+    int e = 0;
+    const double m = std::frexp(ax, &e);
+    r = std::ldexp(std::nearbyint(std::ldexp(m, 11)), e - 11);
+  }
+  if (r > 65504.0) r = HUGE_VAL;
+  return static_cast<float>(std::copysign(r, static_cast<double>(x)));
+}
+
 // A row-major rows x cols matrix with leading dimension ld, its padding (columns >= cols) and a
 // guard tail filled with the sentinel.
 struct Mat {
@@ -99,13 +116,13 @@ size_t padding_damage(const Mat& m) {
   return bad;
 }
 
-// op(X) as a dense double matrix (rows x cols), optionally bf16-rounded.
-std::vector<double> dense_op(const Mat& x, bool trans, int64_t rows, int64_t cols, bool bf16) {
+// op(X) as a dense double matrix (rows x cols), optionally bf16- or fp16-rounded (prec 1 / 3).
+std::vector<double> dense_op(const Mat& x, bool trans, int64_t rows, int64_t cols, int prec) {
   std::vector<double> d(static_cast<size_t>(rows * cols));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) {
       const float f = trans ? x.at(j, i) : x.at(i, j);
-      d[static_cast<size_t>(i * cols + j)] = bf16 ? round_bf16_ref(f) : f;
+      d[static_cast<size_t>(i * cols + j)] = prec == 1 ? round_bf16_ref(f) : prec == 3 ? round_f16_ref(f) : f;
     }
   return d;
 }
@@ -116,8 +133,8 @@ struct Reference {
 };
 
 Reference reference(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const Mat& A, const Mat& B,
-                    float beta, const Mat& C0, bool bf16) {
-  const std::vector<double> a = dense_op(A, ta, M, K, bf16), b = dense_op(B, tb, K, N, bf16);
+                    float beta, const Mat& C0, int prec) {
+  const std::vector<double> a = dense_op(A, ta, M, K, prec), b = dense_op(B, tb, K, N, prec);
   Reference r;
   r.val.assign(static_cast<size_t>(M * N), 0.0);
   r.scale.assign(static_cast<size_t>(M * N), 0.0);
@@ -189,12 +206,13 @@ struct Spec {
   int64_t pad;            // extra leading-dimension entries (sentinel-filled)
   int level = -1;         // -1: fc::sgemm's own dispatch; else gemm::sgemm_level with this level
   bool bf16 = false;
+  bool f16 = false;       // fp16-rounded operands (the emulation of CUDA's fp16 tensor-core GEMM)
   int threads = 0;        // GemmOptions::max_threads
 };
 
 void run_spec(const Spec& s, const Mat& A, const Mat& B, Mat& C, int threads) {
   GemmOptions o;
-  o.precision = s.bf16 ? GemmPrecision::BF16 : GemmPrecision::F32;
+  o.precision = s.bf16 ? GemmPrecision::BF16 : s.f16 ? GemmPrecision::F16 : GemmPrecision::F32;
   o.max_threads = threads;
   if (s.level < 0) {
     sgemm(s.ta, s.tb, s.M, s.N, s.K, s.alpha, A.data(), A.ld, B.data(), B.ld, s.beta, C.data(), C.ld, o);
@@ -220,6 +238,7 @@ class GemmCase : public OpCase {
                   (long long)s_.N, (long long)s_.K, s_.ta, s_.tb, s_.alpha, s_.beta, (long long)s_.pad);
     std::string p = b;
     if (s_.bf16) p += " prec=bf16";
+    if (s_.f16) p += " prec=f16";
     if (s_.level >= 0) p += std::string(" simd=") + level_name(s_.level);
     if (s_.threads) p += " threads=" + std::to_string(s_.threads);
     return p;
@@ -237,7 +256,8 @@ class GemmCase : public OpCase {
     run_spec(s_, A, B, C, s_.threads);
     CaseResult r;
     const size_t damage = padding_damage(C);
-    const Reference ref = reference(s_.ta, s_.tb, s_.M, s_.N, s_.K, s_.alpha, A, B, s_.beta, C0, s_.bf16);
+    const Reference ref =
+        reference(s_.ta, s_.tb, s_.M, s_.N, s_.K, s_.alpha, A, B, s_.beta, C0, s_.bf16 ? 1 : s_.f16 ? 3 : 0);
     const Check c = check_result(C, ref, s_.M, s_.N, s_.K);
     r.detail = "max_rel=" + fmt("%.3g", c.max_rel) + " tol=" + fmt("%.3g", (2.0 * s_.K + 16) * kU);
     r.figures = {{"max_rel_err", c.max_rel}};
@@ -258,6 +278,45 @@ class GemmCase : public OpCase {
 
  private:
   Spec s_;
+};
+
+// ---- fp16 rounding of the emulated F16 GEMM: edge values and random magnitudes over the whole
+// fp16 range (subnormals, the overflow threshold) against round_f16_ref, and a 1x1x1 GEMM whose
+// operand overflows to Inf.
+
+class F16RoundCase : public OpCase {
+ public:
+  std::string op() const override { return "gemm"; }
+  std::string params() const override { return "f16 rounding edges"; }
+  CaseResult test(Context& ctx) override {
+    auto rng = make_rng(ctx, params());
+    std::vector<float> xs = {65504.0f, 65519.99f, 65520.0f, 70000.0f, -65520.0f, 1.0f + 1.0f / 2048.0f,
+                             1.0f + 3.0f / 2048.0f, std::ldexp(1.0f, -14), std::ldexp(1.0f, -24),
+                             std::ldexp(1.0f, -25), std::ldexp(3.0f, -26), std::ldexp(1.0f, -26), -1e-9f, 6.1e-5f};
+    std::uniform_real_distribution<double> ex(-28.0, 17.0), sg(-1.0, 1.0);
+    for (int i = 0; i < 20000; ++i) xs.push_back(static_cast<float>(std::copysign(std::exp2(ex(rng)), sg(rng))));
+    CaseResult r;
+    size_t bad = 0;
+    for (float x : xs) {
+      const float got = gemm::round_to_f16(x), want = round_f16_ref(x);
+      if (!(got == want || (std::isnan(got) && std::isnan(want)))) {
+        if (bad++ == 0) r.detail = "x=" + fmt("%.9g", x) + " got=" + fmt("%.9g", got) + " want=" + fmt("%.9g", want);
+      }
+    }
+    // An operand above 65504 becomes Inf inside the GEMM: 1x1x1 C = 70000·1.
+    float a = 70000.0f, b = 1.0f, c = 0.0f;
+    GemmOptions o;
+    o.precision = GemmPrecision::F16;
+    sgemm(false, false, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1, o);
+    const bool inf_ok = std::isinf(c) && c > 0;
+    if (bad || !inf_ok) {
+      r.status = CaseResult::Fail;
+      r.detail += " mismatches=" + std::to_string(bad) + (inf_ok ? "" : " overflowing operand gave C=" + fmt("%g", c));
+    } else {
+      r.detail = std::to_string(xs.size()) + " values match";
+    }
+    return r;
+  }
 };
 
 // ---- determinism: bitwise equal run to run, and for 1 thread vs all threads
@@ -612,6 +671,22 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
       }
     }
   }
+
+  // fp16 (emulated: fp16-rounded operands; products of two fp16 values are exact in fp32, so the
+  // fp32 bound holds against the float64 product of the rounded inputs). Operands in [-1, 1];
+  // F16RoundCase covers subnormals and overflow.
+  const Shape f16_shapes[] = {{7, 13, 1}, {13, 17, 31}, {61, 127, 257}, {1, 257, 31}, {29, 65, 1501}};
+  for (int level : {-1, 2, 1, 0}) {
+    for (const Shape& sh : f16_shapes) {
+      const int t = n % 4;
+      ++n;
+      Spec s{sh.M, sh.N, sh.K, tr[t][0], tr[t][1], ab[n % 6][0], ab[n % 6][1], pads[n % 3]};
+      s.level = level;
+      s.f16 = true;
+      v.push_back(std::make_unique<GemmCase>(s));
+    }
+  }
+  v.push_back(std::make_unique<F16RoundCase>());
 
   // Determinism.
   for (const Spec& s : {Spec{300, 517, 1031, false, false, 1, 0, 0}, Spec{300, 517, 1031, true, true, 0.5f, 0, 0},

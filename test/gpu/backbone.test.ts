@@ -29,6 +29,9 @@ if (!gpu.available) console.log(`GPU backbone tests skipped: ${gpu.reason}`);
 const TOL = {
   fp32: { out: 1e-3, grad: 2e-3, stats: 1e-4 },
   tf32: { out: 3e-2, grad: 6e-2, stats: 1e-2 },
+  // fp16 keeps the same 11 significant bits as tf32 in the operands and also rounds each convolution's
+  // output to fp16 (cuDNN's PSEUDO_HALF config): the same order of error, the same tolerance.
+  fp16: { out: 3e-2, grad: 6e-2, stats: 1e-2 },
 } as const;
 type Precision = keyof typeof TOL;
 
@@ -205,7 +208,7 @@ function compareStep(label: string, got: Result, want: Result, tol: (typeof TOL)
   ];
 
   for (const spec of models) {
-    it(`${spec.name}: fp32 and tf32 step, gradients, BN statistics and eval forward`, async () => {
+    it(`${spec.name}: fp32, tf32 and fp16 step, gradients, BN statistics and eval forward`, async () => {
       const cpu = spec.make({ device: 'cpu' });
       await perturb(cpu, r);
       const initial = await stateOf(cpu);
@@ -213,7 +216,7 @@ function compareStep(label: string, got: Result, want: Result, tol: (typeof TOL)
       const g = randomFloats(N * cpu.embeddingSize, r);
       // The copies first (from the CPU model's initial state), then the CPU reference step.
       const devs: Array<[Precision, Backbone | null]> = [];
-      for (const precision of ['fp32', 'tf32'] as const) {
+      for (const precision of ['fp32', 'tf32', 'fp16'] as const) {
         const dev = await spec.copy(cpu, precision);
         if (dev) {
           expect(dev.device).toBe('cuda:0');

@@ -22,14 +22,14 @@ if (!gpu.available) console.log(`GPU tests skipped: ${gpu.reason}`);
     expect(await Tensor.from(i64, [17], { device: 'cuda' }).toArray()).toEqual(i64);
   });
 
-  it('gemm on CUDA matches the CPU (fp32) and a float64 reference (tf32, bf16)', async () => {
+  it('gemm on CUDA matches the CPU (fp32) and a float64 reference (tf32, bf16, fp16)', async () => {
     for (const [M, N, K, ta, tb] of [[1, 1, 1, false, false], [37, 61, 129, true, false], [256, 512, 300, false, true], [512, 93, 512, true, true]] as const) {
       const A = randomFloats(M * K, r);
       const B = randomFloats(K * N, r);
       const ref = gemmRef(ta, tb, M, N, K, 1.25, A, B, 0, null);
       const ga = Tensor.from(A, ta ? [K, M] : [M, K], { device: 'cuda' });
       const gb = Tensor.from(B, tb ? [N, K] : [K, N], { device: 'cuda' });
-      for (const [precision, tol] of [['fp32', 4 * K * 2 ** -24], ['tf32', 4 * 2 ** -10], ['bf16', 4 * 2 ** -7]] as const) {
+      for (const [precision, tol] of [['fp32', 4 * K * 2 ** -24], ['tf32', 4 * 2 ** -10], ['bf16', 4 * 2 ** -7], ['fp16', 4 * 2 ** -10]] as const) {
         const got = (await (await gemm(ga, gb, { transA: ta, transB: tb, alpha: 1.25, precision })).toArray()) as Float32Array;
         for (let i = 0; i < got.length; i++) {
           const e = Math.abs(got[i] - ref.value[i]) / (ref.scale[i] + 1e-30);

@@ -17,7 +17,7 @@ type Make = (device: DeviceSpec, extra?: Record<string, unknown>) => MarginHead;
 // exp differs by a few ulp, amplified by s = 64 inside the softmax: 1e-3 of the largest gradient
 // (and 1e-4 relative on the loss) leaves a wide margin over that and still catches any wrong term.
 // TF32/BF16 GEMMs round the inputs to 10/7 mantissa bits: 3e-2 of the largest gradient.
-const TOL = { fp32: 1e-3, tf32: 3e-2, bf16: 3e-2 } as const;
+const TOL = { fp32: 1e-3, tf32: 3e-2, bf16: 3e-2, fp16: 3e-2 } as const;
 
 (gpu.available ? describe : describe.skip)('CUDA heads match the CPU heads', () => {
   const r = rng(SEED ^ 0x6ead);
@@ -79,7 +79,7 @@ const TOL = { fp32: 1e-3, tf32: 3e-2, bf16: 3e-2 } as const;
     }
   }
 
-  it('tf32 and bf16 GEMMs stay close to fp32', async () => {
+  it('tf32, bf16 and fp16 GEMMs stay close to fp32 (fp16 with a loss scale, unscaled)', async () => {
     const w = randomFloats(C * D, r);
     const x = randomFloats(B * D, r);
     const labels = Int32Array.from({ length: B }, () => Math.floor(r() * C));
@@ -87,12 +87,13 @@ const TOL = { fp32: 1e-3, tf32: 3e-2, bf16: 3e-2 } as const;
     await ref.setWeight(w);
     const lr = (await ref.forward(x, labels)).loss;
     const gr = (await (await ref.backward()).gradWeight.toArray()) as Float32Array;
-    for (const precision of ['tf32', 'bf16'] as const) {
+    for (const precision of ['tf32', 'bf16', 'fp16'] as const) {
       const h = new ArcFaceHead({ ...base, device: 'cuda', precision });
       await h.setWeight(w);
       const l = (await h.forward(x, labels)).loss;
       expect(Math.abs(l - lr)).toBeLessThanOrEqual(2e-2 * Math.max(1, Math.abs(lr)));
-      const g = (await (await h.backward()).gradWeight.toArray()) as Float32Array;
+      const S = precision === 'fp16' ? 1024 : 1;
+      const g = ((await (await h.backward({ lossScale: S })).gradWeight.toArray()) as Float32Array).map((v) => v / S);
       expect(maxRel(g, gr)).toBeLessThanOrEqual(TOL[precision]);
       h.dispose();
     }

@@ -573,7 +573,7 @@ describe('argument errors', () => {
       expect(() => MobileFaceNet.create({ device: 'cuda:0' })).toThrow(expect.objectContaining({ code: 'CUDA_UNAVAILABLE' }));
     }
     expect(() => IResNet.create('r18', { precision: 'tf32' })).toThrow(/tf32 is a CUDA tensor-core mode/);
-    expect(() => IResNet.create('r18', { precision: 'fp16' as 'bf16' })).toThrow(RangeError);
+    expect(() => IResNet.create('r18', { precision: 'fp8' as 'bf16' })).toThrow(RangeError);
     expect(() => IResNet.create('r18', { foldBatchNorm: 1 as unknown as boolean })).toThrow(TypeError);
     const m = Backbone.fromArch(tinyArch(), { seed: 1 });
     await expect(m.backward(new Float32Array(10))).rejects.toThrow(/needs a completed forward/);

@@ -86,7 +86,7 @@ void memset_zero(int device, void* dst, size_t bytes);
 void synchronize(int device);
 
 // ---- GEMM through cuBLAS (row-major, same contract as fc::sgemm).
-enum class MathMode { F32 = 0, TF32 = 1, BF16 = 2 };
+enum class MathMode { F32 = 0, TF32 = 1, BF16 = 2, F16 = 3 };  // F16: fp16-rounded inputs, fp32 accumulate
 void sgemm(int device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
            MathMode mode);

@@ -20,6 +20,8 @@ enum class GemmPrecision {
   F32 = 0,   // fp32 multiply, fp32 accumulate
   BF16 = 1,  // inputs rounded to bf16 (AVX-512 BF16 dot products when present), fp32 accumulate
   TF32 = 2,  // CUDA tensor cores with tf32 inputs, fp32 accumulate; the CPU runs it as F32
+  F16 = 3,   // inputs rounded to fp16 (overflow → Inf), fp32 accumulate: CUDA tensor cores; the CPU
+             // emulates it with fp16-rounded fp32 operands (the mixed-precision path with loss scaling)
 };
 
 struct GemmOptions {

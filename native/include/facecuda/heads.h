@@ -143,9 +143,11 @@ class MarginHead {
   // true adds (+=) into them (gradient accumulation; rows not sampled are left as they are);
   // grad_embeddings is always written. In sharded mode pass the global per-row max and Σexp
   // (combined over every shard, same B entries); otherwise pass nullptr for both.
+  // loss_scale multiplies every gradient (the gradients of loss_scale · mean loss: mixed-precision
+  // loss scaling, so that small fp16 gradients do not flush to zero).
   // Throws INVALID_ARGUMENT when there was no training forward since the last backward.
   void backward(bool accumulate = false, const float* global_row_max = nullptr,
-                const double* global_row_sum = nullptr);
+                const double* global_row_sum = nullptr, double loss_scale = 1.0);
 
   // Logits without margin, for inference: s·cos (Sphere: ‖x‖·cos; Softmax: W·x + b; K > 1: the max
   // over sub-centers) [B, num_local].

@@ -88,6 +88,9 @@ struct Item {
 struct StepOptions {
   std::vector<double> clip_norms;  // max norm per clip group (> 0)
   int max_threads = 0;             // CPU: 0 = the whole pool
+  // Multiplies every gradient before anything else (mixed-precision unscaling: 1 / loss scale): the
+  // norms, item sums and clip scales are those of the multiplied gradients. Finite, > 0.
+  double grad_scale = 1.0;
 };
 
 struct StepResult {
@@ -110,6 +113,11 @@ StepResult step(std::vector<Item>& items, const Hyper& hyper, const StepOptions&
 // computes the norm and multiplies the gradients in place by the scale. A non-finite norm scales
 // nothing and is reported as skipped.
 StepResult clip_grad_norm(std::vector<Item>& items, double max_norm, int max_threads = 0);
+
+// g ← g·factor in place for every item (GradScaler.unscale_: factor = 1 / loss scale), after the same
+// finite check as step(): a NaN or ±Inf gradient writes nothing and is reported as skipped (the
+// loss scaler's "found inf"). grad_norm and item_sumsq are those of the multiplied gradients.
+StepResult scale_grads(std::vector<Item>& items, double factor, int max_threads = 0);
 
 namespace detail {
 

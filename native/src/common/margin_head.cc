@@ -379,13 +379,15 @@ struct MarginHead::Impl {
 
   // ---- backward
 
-  void run_backward(bool accumulate, const float* gmax, const double* gsum) {
+  void run_backward(bool accumulate, const float* gmax, const double* gsum, double loss_scale) {
     FC_CHECK(have_forward, InvalidArgument,
              training ? "backward() needs a forward() since the last backward()"
                       : "backward() is not available in eval mode: call train() before the forward");
     FC_CHECK(!sharded || (gmax && gsum), InvalidArgument,
              "a sharded head's backward needs the global rowMax and rowSumExp of every row (combine the shards' "
              "forward statistics)");
+    FC_CHECK(std::isfinite(loss_scale) && loss_scale > 0, InvalidArgument,
+             "Expected a finite loss_scale > 0 but received ", loss_scale);
     have_forward = false;
     const float* M = gmax ? gmax : run_max.data();
     const double* S = gsum ? gsum : run_sum.data();
@@ -396,11 +398,12 @@ struct MarginHead::Impl {
     std::vector<double> target_g(static_cast<size_t>(B), 0.0), pt(static_cast<size_t>(B), 0.0);
     for (int64_t i = 0; i < B; ++i) {
       inv_sum[i] = static_cast<float>(1.0 / S[i]);
-      gscale[i] = static_cast<float>(static_cast<double>(rows.scale[i]) / static_cast<double>(B));
+      // d(loss_scale · mean loss): every gradient below is linear in these two factors.
+      gscale[i] = static_cast<float>(loss_scale * static_cast<double>(rows.scale[i]) / static_cast<double>(B));
       if (!has_target[i]) continue;
       const double lse = static_cast<double>(M[i]) + std::log(S[i]);
       pt[i] = std::exp(static_cast<double>(tz[i]) - lse);
-      target_g[i] = static_cast<double>(rows.scale[i]) / static_cast<double>(B) * (pt[i] - 1.0) * tdpsi[i];
+      target_g[i] = loss_scale * static_cast<double>(rows.scale[i]) / static_cast<double>(B) * (pt[i] - 1.0) * tdpsi[i];
     }
     const bool normalized = margin.kind != MarginKind::Softmax;
     const int64_t Ra = Ca * K;
@@ -458,7 +461,7 @@ struct MarginHead::Impl {
             const double gt = target_g[i];
             q -= gt * tcos[i];
             q /= s;
-            q += (pt[i] - 1.0) / static_cast<double>(B) * static_cast<double>(tz[i]) / s;
+            q += loss_scale * (pt[i] - 1.0) / static_cast<double>(B) * static_cast<double>(tz[i]) / s;
           } else {
             q /= s;
           }
@@ -486,7 +489,8 @@ MarginHead::MarginHead(int64_t embedding_size, int64_t num_classes, const Margin
   FC_CHECK(options.max_chunk_bytes >= 4, InvalidArgument, "Expected max_chunk_bytes >= 4 but received ",
            options.max_chunk_bytes);
   const int prec = static_cast<int>(options.precision);
-  FC_CHECK(prec >= 0 && prec <= 2, InvalidArgument, "Expected precision F32 (0), BF16 (1) or TF32 (2) but received ",
+  FC_CHECK(prec >= 0 && prec <= 3, InvalidArgument,
+           "Expected precision F32 (0), BF16 (1), TF32 (2) or F16 (3) but received ",
            prec);
   FC_CHECK(options.sub_centers >= 1 && options.sub_centers <= 255, InvalidArgument,
            "Expected sub_centers in [1, 255] but received ", options.sub_centers);
@@ -596,8 +600,9 @@ double MarginHead::forward(const Tensor& x, const Tensor& labels) { return impl_
 
 ForwardStats MarginHead::forward_stats(const Tensor& x, const Tensor& labels) { return impl_->run_forward(x, labels); }
 
-void MarginHead::backward(bool accumulate, const float* global_row_max, const double* global_row_sum) {
-  impl_->run_backward(accumulate, global_row_max, global_row_sum);
+void MarginHead::backward(bool accumulate, const float* global_row_max, const double* global_row_sum,
+                          double loss_scale) {
+  impl_->run_backward(accumulate, global_row_max, global_row_sum, loss_scale);
 }
 
 Tensor MarginHead::logits(const Tensor& x) {

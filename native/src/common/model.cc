@@ -246,9 +246,12 @@ void Model::validate(const ModelDesc& d) {
 Model::Model(ModelDesc desc, const Device& device, const ModelOptions& options)
     : desc_(std::move(desc)), device_(device), options_(options) {
   validate(desc_);
+  // F16 on the CPU emulates the CUDA path (fp16-rounded GEMM operands, fp32 sums): slower than fp32,
+  // but it reproduces fp16 overflow and underflow, so loss scaling can be tested anywhere.
   FC_CHECK(options_.precision == GemmPrecision::F32 || options_.precision == GemmPrecision::BF16 ||
+               options_.precision == GemmPrecision::F16 ||
                (options_.precision == GemmPrecision::TF32 && device_.is_cuda()),
-           InvalidArgument, "Expected precision fp32 or bf16 (tf32: CUDA only) for a model on ", device_.str());
+           InvalidArgument, "Expected precision fp32, bf16 or fp16 (tf32: CUDA only) for a model on ", device_.str());
   if (device_.is_cuda()) cuda::require_device(device_.index);
   ex_.max_threads = options_.max_threads;
   ex_.precision = options_.precision;

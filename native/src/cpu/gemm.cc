@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/gemm_internal.h"
@@ -48,6 +49,21 @@ uint16_t to_bf16(float x) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
   return static_cast<uint16_t>(u >> 16);
+}
+
+float round_to_f16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) return x;  // Inf and NaN stay
+  if (a < 0x38800000u) {           // below 2^-14: the fp16 subnormal grid, a quantum of 2^-24
+    return static_cast<float>(std::nearbyint(static_cast<double>(x) * 16777216.0) / 16777216.0);
+  }
+  u += 0xfffu + ((u >> 13) & 1u);  // keep 10 mantissa bits, round to nearest, ties to even
+  u &= 0xffffe000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return std::fabs(r) > 65504.0f ? std::copysign(std::numeric_limits<float>::infinity(), x) : r;
 }
 
 namespace {
@@ -141,7 +157,7 @@ double fma_loop_portable(int64_t iters, float* sink) {
 
 // ---- packing (layouts in gemm_internal.h)
 
-enum class PackMode { F32, F32Rounded, Bf16Pairs };
+enum class PackMode { F32, F32Rounded, F16Rounded, Bf16Pairs };
 
 // Packs `on` outer indices (rows of op(A) or columns of op(B)) starting at o0, k in [k0, k0 + kn),
 // into w-wide micro-panels. Element (o, k) is src[o * ld + k] when k_contig, else src[k * ld + o].
@@ -199,6 +215,8 @@ void pack_panels(const float* src, int64_t ld, bool k_contig, int64_t o0, int64_
     }
     if (round)
       for (int64_t e = 0; e < w * kn; ++e) d[e] = from_bf16(to_bf16(d[e]));
+    else if (mode == PackMode::F16Rounded)
+      for (int64_t e = 0; e < w * kn; ++e) d[e] = round_to_f16(d[e]);
   }
 }
 
@@ -351,12 +369,15 @@ void run_rect(const Plan& pl, const Problem& pb, int64_t r0, int64_t r1, int64_t
 // Work below which an extra thread costs more (wake-up, cold caches) than it saves.
 constexpr double kMinFlopsPerThread = 4.0e6;
 
-void run_packed(const KernelSet& ks, bool bf16, bool native, const Problem& pb, int max_threads) {
+void run_packed(const KernelSet& ks, Rounding rounding, bool native, const Problem& pb, int max_threads) {
   Plan pl;
   pl.kern = native ? ks.bf16 : ks.f32;
   pl.mr = native ? ks.bf16_mr : ks.mr;
   pl.nr = native ? ks.bf16_nr : ks.nr;
-  pl.mode = native ? PackMode::Bf16Pairs : (bf16 ? PackMode::F32Rounded : PackMode::F32);
+  pl.mode = native                            ? PackMode::Bf16Pairs
+            : rounding == Rounding::Bf16 ? PackMode::F32Rounded
+            : rounding == Rounding::F16  ? PackMode::F16Rounded
+                                         : PackMode::F32;
   pl.esize = native ? 2 : 4;
   pl.pack = pl.mode == PackMode::F32 ? ks.pack_f32 : (pl.mode == PackMode::Bf16Pairs ? ks.pack_bf16 : nullptr);
   const Blocking bk = blocking_for(ks, native);
@@ -468,25 +489,26 @@ void scale_c(const Problem& pb) {
 void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
               int64_t ldb, const float* C, int64_t ldc, int precision, int max_threads) {
   check_gemm_args(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
-  FC_CHECK(precision == 0 || precision == 1, InvalidArgument,
-           "Expected precision F32 (0) or BF16 (1) but received ", precision);
+  FC_CHECK(precision == 0 || precision == 1 || precision == 3, InvalidArgument,
+           "Expected precision F32 (0), BF16 (1) or F16 (3) but received ", precision);
   FC_CHECK(max_threads >= 0, InvalidArgument, "Expected max_threads >= 0 (0 = all) but received ", max_threads);
 }
 
-// bf16: GemmPrecision::BF16; native: with the set's bf16 kernel (else emulated with rounded fp32).
-void run_sgemm(const KernelSet& ks, const Problem& pb, bool bf16, bool native, int max_threads) {
+// rounding: operands rounded to bf16 or fp16 while packing (fp32 products and sums); native: BF16 with
+// the set's bf16 kernel instead of rounded fp32.
+void run_sgemm(const KernelSet& ks, const Problem& pb, Rounding rounding, bool native, int max_threads) {
   if (pb.M == 0 || pb.N == 0) return;
   if (pb.K == 0 || pb.alpha == 0.0f) {
     scale_c(pb);
     apply_epilogue(pb, 0, pb.M, 0, pb.N);
     return;
   }
-  if (!bf16 && (pb.M == 1 || pb.N == 1)) {
+  if (rounding == Rounding::None && (pb.M == 1 || pb.N == 1)) {
     run_gemv(ks, pb, max_threads);
     apply_epilogue(pb, 0, pb.M, 0, pb.N);
     return;
   }
-  run_packed(ks, bf16, native, pb, max_threads);
+  run_packed(ks, rounding, native, pb, max_threads);
 }
 
 Level current_level() {
@@ -610,8 +632,8 @@ void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, 
     pb.esrc = epilogue->row_src;
     pb.eld = epilogue->row_src_ld;
   }
-  const bool bf16 = precision == 1;
-  run_sgemm(*ks, pb, bf16, bf16 && native_bf16(level), max_threads);
+  const Rounding rounding = precision == 1 ? Rounding::Bf16 : precision == 3 ? Rounding::F16 : Rounding::None;
+  run_sgemm(*ks, pb, rounding, rounding == Rounding::Bf16 && native_bf16(level), max_threads);
 }
 
 }  // namespace gemm
@@ -619,14 +641,18 @@ void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmOptions& opts) {
   const int p = static_cast<int>(opts.precision);
-  FC_CHECK(p >= 0 && p <= 2, InvalidArgument, "Expected precision F32 (0), BF16 (1) or TF32 (2) but received ", p);
+  FC_CHECK(p >= 0 && p <= 3, InvalidArgument,
+           "Expected precision F32 (0), BF16 (1), TF32 (2) or F16 (3) but received ", p);
+  // TF32 runs as fp32 on the CPU; F16 rounds the operands to fp16 (overflow to Inf, subnormals kept),
+  // which emulates tensor-core fp16 GEMMs with fp32 accumulation.
   gemm::sgemm_level(gemm::current_level(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                    p == 1 ? 1 : 0, opts.max_threads, &opts);  // TF32 runs as fp32 on the CPU
+                    p == 2 ? 0 : p, opts.max_threads, &opts);
 }
 
 const char* sgemm_kernel_name(GemmPrecision p) {
   const gemm::KernelSet& ks = gemm::current_kernels();
   if (p == GemmPrecision::BF16) return gemm::native_bf16(gemm::current_level()) ? ks.bf16_name : ks.bf16_emul_name;
+  if (p == GemmPrecision::F16) return "fp16 emulated: fp16-rounded operands, fp32 products and sums";
   return ks.name;
 }
 

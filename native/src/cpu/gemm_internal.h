@@ -95,6 +95,13 @@ void sgemm_level(Level level, bool trans_a, bool trans_b, int64_t M, int64_t N, 
 // Rounds fp32 to bf16 bits, round to nearest even (NaN stays NaN). The driver's packers use it.
 uint16_t to_bf16(float x);
 
+// Rounds fp32 to the nearest fp16 value (ties to even), returned as fp32: |x| above 65504 (from 65520
+// up) becomes ±Inf, values below 2^-14 land on the subnormal grid of 2^-24, below 2^-25 on ±0.
+float round_to_f16(float x);
+
+// Operand rounding of a GEMM (GemmPrecision BF16 / F16 on the CPU).
+enum class Rounding { None, Bf16, F16 };
+
 // Cache blocking in use (detected from sysconf, overridable for tuning with FACECUDA_GEMM_BLOCKING
 // = "mc,kc,nc"; the kc in use decides the rounding order, so results stay reproducible for a given
 // blocking).

@@ -124,7 +124,7 @@ namespace {
 class CpuKernels final : public Kernels {
  public:
   CpuKernels(GemmPrecision precision, int max_threads) : max_threads_(max_threads) {
-    gemm_.precision = precision == GemmPrecision::BF16 ? GemmPrecision::BF16 : GemmPrecision::F32;  // TF32: fp32
+    gemm_.precision = precision == GemmPrecision::TF32 ? GemmPrecision::F32 : precision;  // TF32: fp32
     gemm_.max_threads = max_threads;
   }
 

@@ -122,7 +122,7 @@ constexpr int64_t kWinogradMinTiles = 32;
 // lose far more than bf16 im2col-gemm does; measured on IResNet-50 (BN statistics calibrated on
 // the input), 1 − cos(fp32, bf16) of the embeddings was 2.3e-2 with winograd vs 3.5e-4 without.
 bool use_winograd(const Geom& g, const ExecOptions& ex) {
-  return ex.allow_winograd && ex.precision != GemmPrecision::BF16 &&
+  return ex.allow_winograd && (ex.precision == GemmPrecision::F32 || ex.precision == GemmPrecision::TF32) &&
          winograd::shape_eligible(g.C, g.K, g.KH, g.KW, g.sh, g.sw, g.ph, g.pw, g.G, g.OH, g.OW) &&
          winograd::tile_count(g.N, g.OH, g.OW) >= kWinogradMinTiles;
 }

@@ -60,7 +60,9 @@ void finish_norms(const std::vector<Item>& items, const StepOptions& options, St
   double total = 0.0;
   r.skipped = false;
   r.nonfinite_item = -1;
+  const double gs2 = options.grad_scale * options.grad_scale;
   for (size_t i = 0; i < items.size(); ++i) {
+    if (gs2 != 1.0 && std::isfinite(r.item_sumsq[i])) r.item_sumsq[i] *= gs2;
     const double s = r.item_sumsq[i];
     if (!std::isfinite(s) && r.nonfinite_item < 0) r.nonfinite_item = static_cast<int64_t>(i);
     total += s;
@@ -98,6 +100,8 @@ void check_items(const std::vector<Item>& items, const Hyper& h, const StepOptio
              "Expected betas in [0, 1) but received ", h.beta1, ", ", h.beta2);
     FC_CHECK(std::isfinite(h.eps) && h.eps >= 0, InvalidArgument, "Expected eps >= 0 but received ", h.eps);
   }
+  FC_CHECK(std::isfinite(o.grad_scale) && o.grad_scale > 0, InvalidArgument,
+           "Expected a finite grad_scale > 0 but received ", o.grad_scale);
   for (double n : o.clip_norms) {
     FC_CHECK(std::isfinite(n) && n > 0, InvalidArgument, "Expected a clip norm > 0 but received ", n);
   }
@@ -203,7 +207,7 @@ void cpu_step(std::vector<Item>& items, const Hyper& h, const StepOptions& o, St
   std::vector<ItemConsts> consts(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const int g = items[i].clip_group;
-    consts[i] = detail::item_consts(items[i], h, g >= 0 ? r.group_scales[static_cast<size_t>(g)] : 1.0);
+    consts[i] = detail::item_consts(items[i], h, (g >= 0 ? r.group_scales[static_cast<size_t>(g)] : 1.0) * o.grad_scale);
   }
   const double omd = 1.0 - h.dampening;
   pool.run(
@@ -260,6 +264,19 @@ StepResult run(std::vector<Item>& items, const Hyper& h, const StepOptions& o) {
 StepResult step(std::vector<Item>& items, const Hyper& hyper, const StepOptions& options) {
   FC_CHECK(hyper.algo != Algo::ClipOnly, InvalidArgument, "use clip_grad_norm for a clip-only pass");
   return run(items, hyper, options);
+}
+
+StepResult scale_grads(std::vector<Item>& items, double factor, int max_threads) {
+  Hyper h;
+  h.algo = Algo::ClipOnly;
+  StepOptions o;
+  o.grad_scale = factor;
+  o.max_threads = max_threads;
+  for (Item& it : items) {
+    it.clip_group = -1;
+    if (!it.param.defined()) it.param = it.grad;  // only the gradient matters
+  }
+  return run(items, h, o);
 }
 
 StepResult clip_grad_norm(std::vector<Item>& items, double max_norm, int max_threads) {

@@ -42,6 +42,7 @@ constexpr Operation kOpT = 1;
 
 using ComputeType = int;  // cublasComputeType_t
 constexpr ComputeType kCompute32F = 68;
+constexpr ComputeType kCompute32FFast16F = 74;
 constexpr ComputeType kCompute32FFast16BF = 75;
 constexpr ComputeType kCompute32FFastTF32 = 77;
 

@@ -77,6 +77,7 @@ using ConvDesc = ConvolutionStruct*;
 
 using DataType = int;  // cudnnDataType_t
 constexpr DataType kDataFloat = 0;
+constexpr DataType kDataHalf = 2;
 constexpr DataType kDataBFloat16 = 9;
 using TensorFormat = int;  // cudnnTensorFormat_t
 constexpr TensorFormat kTensorNCHW = 0;

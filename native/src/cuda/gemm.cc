@@ -33,6 +33,7 @@ const char* mode_name(MathMode m) {
     case MathMode::F32: return "f32";
     case MathMode::TF32: return "tf32";
     case MathMode::BF16: return "bf16";
+    case MathMode::F16: return "f16";
   }
   return "?";
 }
@@ -41,7 +42,8 @@ void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
               int64_t ldb, const float* C, int64_t ldc, MathMode mode) {
   check_gemm_args(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   const int m = static_cast<int>(mode);
-  FC_CHECK(m >= 0 && m <= 2, InvalidArgument, "Expected math mode F32 (0), TF32 (1) or BF16 (2) but received ", m);
+  FC_CHECK(m >= 0 && m <= 3, InvalidArgument,
+           "Expected math mode F32 (0), TF32 (1), BF16 (2) or F16 (3) but received ", m);
   // cublasGemmEx takes int dimensions and leading dimensions.
   const int64_t lim = INT_MAX;
   FC_CHECK(M <= lim && N <= lim && K <= lim && lda <= lim && ldb <= lim && ldc <= lim, InvalidArgument,
@@ -68,6 +70,7 @@ void sgemm(int device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
   detail::DeviceGuard g(device);
   blas::ComputeType compute = mode == MathMode::TF32   ? blas::kCompute32FFastTF32
                               : mode == MathMode::BF16 ? blas::kCompute32FFast16BF
+                              : mode == MathMode::F16  ? blas::kCompute32FFast16F
                                                        : blas::kCompute32F;
   blas::Status st = api.gemm_ex(h, trans_b ? blas::kOpT : blas::kOpN, trans_a ? blas::kOpT : blas::kOpN,
                                 static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F,

@@ -704,8 +704,9 @@ cuda::MathMode math_mode(GemmPrecision p) {
     case GemmPrecision::F32: return cuda::MathMode::F32;
     case GemmPrecision::TF32: return cuda::MathMode::TF32;
     case GemmPrecision::BF16: return cuda::MathMode::BF16;
+    case GemmPrecision::F16: return cuda::MathMode::F16;
   }
-  fail(Code::InvalidArgument, str("Expected GEMM precision F32 (0), BF16 (1) or TF32 (2) but received ",
+  fail(Code::InvalidArgument, str("Expected GEMM precision F32 (0), BF16 (1), TF32 (2) or F16 (3) but received ",
                                   static_cast<int>(p)));
 }
 

@@ -21,7 +21,9 @@
 //   runs with the math type the search reports. BF16 casts the two inputs to bf16 scratch (round to
 //   nearest even), runs the all-bf16 configuration with fp32 compute (cuDNN's PSEUDO_BFLOAT16 config:
 //   the legacy API has no bf16-in/fp32-out convolution) into a bf16 scratch output, and widens that
-//   into the fp32 output (added for accumulate and backward-filter).
+//   into the fp32 output (added for accumulate and backward-filter). F16 does the same with fp16
+//   copies (PSEUDO_HALF config: fp16 data, fp32 compute); values beyond ±65504 become ±Inf, which is
+//   what dynamic loss scaling (lib/train/scaler.ts) detects and backs off from.
 // - Accumulation: backward-data with accumulate and backward-filter use beta = 1 (F32/TF32), the
 //   forward and plain backward-data beta = 0. The forward bias is a separate kernel after the
 //   convolution.
@@ -348,24 +350,26 @@ void run_conv(Dir dir, const Tensor& x_like, const Tensor& w_like, const Tensor&
   cudaStream_t s = fc::cuda::detail::stream(dev);
   dnn::Handle h = dnn::handle(dev);  // bound to the device stream
   fc::cuda::detail::DeviceGuard guard(dev);
-  const bool bf16 = ex.precision == GemmPrecision::BF16;
-  Descs d(k, bf16 ? dnn::kDataBFloat16 : dnn::kDataFloat, search_math(ex.precision));
+  const bool half = ex.precision == GemmPrecision::F16;
+  const bool lowp = half || ex.precision == GemmPrecision::BF16;  // 16-bit copies, fp32 compute
+  Descs d(k, half ? dnn::kDataHalf : lowp ? dnn::kDataBFloat16 : dnn::kDataFloat, search_math(ex.precision));
 
   // The two inputs of the direction, in the call's data type.
   const Tensor& in0 = dir == Dir::BackwardData ? w_like : x_like;
   const Tensor& in1 = dir == Dir::Forward ? w_like : y_like;
   Tensor in0_b, in1_b, out_b;
   Operands o{in0.data(), in1.data(), out.data()};
-  if (bf16) {
-    in0_b = Tensor::empty(in0.shape(), DType::BF16, in0.device());
-    in1_b = Tensor::empty(in1.shape(), DType::BF16, in1.device());
-    out_b = Tensor::empty(out.shape(), DType::BF16, out.device());
-    detail::cast_to_bf16(in0.data_as<float>(), in0_b.data(), in0.numel(), s);
-    detail::cast_to_bf16(in1.data_as<float>(), in1_b.data(), in1.numel(), s);
+  if (lowp) {
+    const DType t = half ? DType::F16 : DType::BF16;
+    in0_b = Tensor::empty(in0.shape(), t, in0.device());
+    in1_b = Tensor::empty(in1.shape(), t, in1.device());
+    out_b = Tensor::empty(out.shape(), t, out.device());
+    detail::cast_to_16bit(in0.data_as<float>(), in0_b.data(), in0.numel(), half, s);
+    detail::cast_to_16bit(in1.data_as<float>(), in1_b.data(), in1.numel(), half, s);
     o = Operands{in0_b.data(), in1_b.data(), out_b.data()};
   }
   // The search writes its output: a scratch one when the call keeps (adds to) the output's contents.
-  const bool keeps = accumulate && !bf16;
+  const bool keeps = accumulate && !lowp;
   Operands search = o;
   Tensor search_out;
   {
@@ -401,7 +405,7 @@ void run_conv(Dir dir, const Tensor& x_like, const Tensor& w_like, const Tensor&
             "cudnnConvolutionBackwardFilter", k);
       break;
   }
-  if (bf16) detail::widen_bf16(out_b.data(), out.data_as<float>(), out.numel(), accumulate, s);
+  if (lowp) detail::widen_16bit(out_b.data(), out.data_as<float>(), out.numel(), half, accumulate, s);
 }
 
 }  // namespace

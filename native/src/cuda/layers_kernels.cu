@@ -24,6 +24,7 @@
 // Scratch (per-channel vectors, partials) comes from the caching allocator and is released when the
 // call returns: the pool is stream-ordered, so queued kernels still own it.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -466,14 +467,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-__global__ void __launch_bounds__(kThreads) to_bf16(int64_t n, const float* in, uint16_t* out) {
+__global__ void __launch_bounds__(kThreads) to_16bit(int64_t n, const float* in, bool half, uint16_t* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+    out[i] = half ? __half_as_ushort(__float2half_rn(in[i])) : __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
 }
 
-__global__ void __launch_bounds__(kThreads) from_bf16(int64_t n, const uint16_t* in, bool accumulate, float* out) {
+__global__ void __launch_bounds__(kThreads)
+    from_16bit(int64_t n, const uint16_t* in, bool half, bool accumulate, float* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float v = __bfloat162float(__ushort_as_bfloat16(in[i]));
+    const float v = half ? __half2float(__ushort_as_half(in[i])) : __bfloat162float(__ushort_as_bfloat16(in[i]));
     out[i] = accumulate ? __fadd_rn(out[i], v) : v;
   }
 }
@@ -553,16 +555,16 @@ void binary(Kernel kernel, const char* name, const Tensor& a, const Tensor& b, c
 
 namespace detail {
 
-void cast_to_bf16(const float* in, void* out, int64_t n, cudaStream_t s) {
+void cast_to_16bit(const float* in, void* out, int64_t n, bool half, cudaStream_t s) {
   if (n == 0) return;
-  to_bf16<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, in, static_cast<uint16_t*>(out));
-  FC_LAUNCH_CHECK("to_bf16", "n=", n);
+  to_16bit<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, in, half, static_cast<uint16_t*>(out));
+  FC_LAUNCH_CHECK("to_16bit", "n=", n, " half=", half);
 }
 
-void widen_bf16(const void* in, float* out, int64_t n, bool accumulate, cudaStream_t s) {
+void widen_16bit(const void* in, float* out, int64_t n, bool half, bool accumulate, cudaStream_t s) {
   if (n == 0) return;
-  from_bf16<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, static_cast<const uint16_t*>(in), accumulate, out);
-  FC_LAUNCH_CHECK("from_bf16", "n=", n);
+  from_16bit<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, static_cast<const uint16_t*>(in), half, accumulate, out);
+  FC_LAUNCH_CHECK("from_16bit", "n=", n, " half=", half);
 }
 
 void add_channel_bias(float* y, const float* b, int64_t N, int64_t C, int64_t S, cudaStream_t s) {
@@ -767,6 +769,7 @@ fc::cuda::MathMode math_mode(GemmPrecision p) {
   switch (p) {
     case GemmPrecision::TF32: return fc::cuda::MathMode::TF32;
     case GemmPrecision::BF16: return fc::cuda::MathMode::BF16;
+    case GemmPrecision::F16: return fc::cuda::MathMode::F16;
     default: return fc::cuda::MathMode::F32;
   }
 }

@@ -170,7 +170,7 @@ void cuda_step(std::vector<Item>& items, const Hyper& hyper, const StepOptions& 
   std::vector<ItemConsts> consts(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const int g = items[i].clip_group;
-    consts[i] = item_consts(items[i], hyper, g >= 0 ? r.group_scales[static_cast<size_t>(g)] : 1.0);
+    consts[i] = item_consts(items[i], hyper, (g >= 0 ? r.group_scales[static_cast<size_t>(g)] : 1.0) * options.grad_scale);
   }
   Tensor consts_buf = device_bytes(dev, consts.size() * sizeof(ItemConsts));
   cuda::copy_h2d(dev, consts_buf.data(), consts.data(), consts.size() * sizeof(ItemConsts));
