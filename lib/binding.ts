@@ -192,6 +192,45 @@ export interface AddonLoadInfo {
   path: string;
   how: string;
   tried: { path: string; error?: string }[];
+  /** The prebuild's recorded requirements (prebuilds/<platform>/facecuda.json), when it has them. */
+  requirements?: PrebuildRequirements;
+}
+
+/** What scripts/prebuild.js records next to the binary. */
+export interface PrebuildRequirements {
+  glibc: string | null;
+  cuda: { runtime: string | null; architectures: string[] | string; minDriver: { cuda13: string; linux: string } | null };
+  bytes: number;
+  built: string;
+  commit: string | null;
+  [key: string]: unknown;
+}
+
+function readRequirements(file: string): PrebuildRequirements | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'facecuda.json'), 'utf8')) as PrebuildRequirements;
+  } catch {
+    return undefined;
+  }
+}
+
+/** "2.35" ≥ "2.34": compares dotted versions numerically. */
+function versionAtLeast(have: string, need: string): boolean {
+  const a = have.split('.').map(Number);
+  const b = need.split('.').map(Number);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) > (b[i] ?? 0);
+  }
+  return true;
+}
+
+/** Why this system cannot run a binary with these requirements (glibc too old), or null. */
+function unmetRequirement(req: PrebuildRequirements | undefined): string | null {
+  if (!req?.glibc) return null;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  const have = header?.glibcVersionRuntime;
+  if (!have) return `the prebuild needs glibc >= ${req.glibc} but this system has no glibc (musl?)`;
+  return versionAtLeast(have, req.glibc) ? null : `the prebuild needs glibc >= ${req.glibc} but this system has glibc ${have}`;
 }
 
 export const packageRoot = path.resolve(__dirname, '..');
@@ -232,12 +271,18 @@ export function addon(): Binding.Addon {
       tried.push({ path: c.path, error: 'not found' });
       continue;
     }
+    const requirements = c.how.startsWith('prebuild') ? readRequirements(c.path) : undefined;
+    const unmet = unmetRequirement(requirements);
+    if (unmet) {
+      tried.push({ path: c.path, error: unmet });
+      continue;
+    }
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const mod = require(c.path) as Binding.Addon;
       mod.init(FacecudaError);
       tried.push({ path: c.path });
-      loaded = { addon: mod, info: { path: c.path, how: c.how, tried } };
+      loaded = { addon: mod, info: { path: c.path, how: c.how, tried, ...(requirements ? { requirements } : {}) } };
       return mod;
     } catch (e) {
       tried.push({ path: c.path, error: e instanceof Error ? e.message : String(e) });
@@ -247,7 +292,7 @@ export function addon(): Binding.Addon {
   throw new FacecudaError(
     'ADDON_LOAD_FAILED',
     `facecuda could not load its native addon for ${process.platform}-${process.arch} (Node-API ${process.versions.napi}). Tried:\n${lines}\n` +
-      'Build it with `npm run build` (needs CMake or node-gyp and a C++ compiler), or set FACECUDA_ADDON to a facecuda.node file.',
+      'Build it with `npm run compile` (needs CMake or node-gyp and a C++ compiler), or set FACECUDA_ADDON to a facecuda.node file.',
   );
 }
 

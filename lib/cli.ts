@@ -5,8 +5,14 @@
  *   facecuda demo [--json]     trains and evaluates a small model on synthetic faces (the main job)
  *   facecuda train --config f  trains from an arcface_torch-style JSON config
  *   facecuda info [--json]     package, addon, CPU and CUDA facts (and why CUDA is unavailable)
+ *   facecuda bench [...]       the microbenchmark suite (bench/run.js) on this machine
  *   facecuda help
  */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { packageRoot } from './binding';
 import { FacecudaError } from './errors';
 import { info, SystemInfo, version } from './system';
 
@@ -24,6 +30,9 @@ Commands:
                   warmup_epoch, rec, val_targets, fp16, output, ...); Ctrl-C saves a checkpoint
   info [--json]   package version, the addon loaded and how it was chosen, CPU model and SIMD
                   features, CUDA availability (and why not), devices and library versions
+  bench [FILTER...] [--device cpu|cuda] [--json OUT.json] [--quick]
+                  the microbenchmark suite (gemm, heads, backbone, train, search, eval) with
+                  peers side by side where installed (onnxruntime-node, usearch, PyTorch, faiss)
   help            this text
   version         the package version
 `;
@@ -117,6 +126,12 @@ function printInfo(i: SystemInfo): void {
   out.push(`addon     ${i.addon.path}`);
   out.push(`          chosen: ${i.addon.how}; built with ${i.addon.build.tool}, Node-API ${i.addon.build.napiVersion}, ` +
     `CUDA backend ${i.addon.build.cuda ? 'compiled in' : 'not compiled in'}`);
+  const req = i.addon.requirements;
+  if (req) {
+    const drv = req.cuda.minDriver ? `, NVIDIA driver ${req.cuda.minDriver.cuda13}+ (>= ${req.cuda.minDriver.linux}) for CUDA` : '';
+    const archs = Array.isArray(req.cuda.architectures) ? req.cuda.architectures.join(' ') : req.cuda.architectures;
+    out.push(`          prebuild needs glibc >= ${req.glibc}${drv}; CUDA ${req.cuda.runtime} for ${archs}; ${(req.bytes / 1048576).toFixed(1)} MiB, built ${req.built}`);
+  }
   for (const t of i.addon.tried.filter((t) => t.error)) out.push(`          skipped ${t.path}: ${t.error}`);
   out.push(`cpu       ${i.cpu.model}, ${i.cpu.logicalCores} logical cores, ${i.cpu.threads} worker threads`);
   out.push(`          SIMD in use: ${i.cpu.simd} (CPU has: ${i.cpu.features.join(' ')})`);
@@ -129,6 +144,7 @@ function printInfo(i: SystemInfo): void {
     }
   } else {
     out.push(`cuda      unavailable: ${c.reason}`);
+    out.push('          using the CPU backend');
     if (c.compiled) out.push(`          runtime ${fmtCudaVersion(c.runtimeVersion)}, driver ${fmtCudaVersion(c.driverVersion)}, archs ${c.compiledArchs}`);
   }
   for (const l of c.libraries ?? []) {
@@ -159,6 +175,16 @@ async function main(argv: string[]): Promise<number> {
       if (rest.includes('--json')) process.stdout.write(JSON.stringify(i, null, 2) + '\n');
       else printInfo(i);
       return 0;
+    }
+    case 'bench': {
+      // The same runner as `npm run bench`, from the package root (bench/ ships in the package).
+      const runner = path.join(packageRoot, 'bench', 'run.js');
+      if (!fs.existsSync(runner)) {
+        process.stderr.write(`facecuda bench: ${runner} is missing from this installation\n`);
+        return 1;
+      }
+      const r = spawnSync(process.execPath, [runner, ...rest], { stdio: 'inherit', cwd: process.cwd() });
+      return r.status ?? 1;
     }
     case 'version':
     case '--version':

@@ -50,7 +50,13 @@ export class FacecudaError extends Error {
   }
 }
 
-/** A wrong argument type. `code` is 'INVALID_ARGUMENT'; also `instanceof FacecudaError`. */
+/**
+ * A wrong argument type. `code` is 'INVALID_ARGUMENT'; also `instanceof FacecudaError`.
+ *
+ * @example
+ * try { new ArcFaceHead({ embeddingSize: '512' as never, numClasses: 10 }); }
+ * catch (e) { if (e instanceof FacecudaTypeError) console.log(e.code, e.message); }
+ */
 export class FacecudaTypeError extends TypeError {
   declare readonly code: ErrorCode;
   constructor(message: string) {
@@ -60,7 +66,13 @@ export class FacecudaTypeError extends TypeError {
   }
 }
 
-/** An argument value out of range. `code` is 'OUT_OF_RANGE'; also `instanceof FacecudaError`. */
+/**
+ * An argument value out of range. `code` is 'OUT_OF_RANGE'; also `instanceof FacecudaError`.
+ *
+ * @example
+ * try { new ArcFaceHead({ embeddingSize: 0, numClasses: 10 }); }
+ * catch (e) { if (e instanceof FacecudaRangeError) console.log(e.code); } // 'OUT_OF_RANGE'
+ */
 export class FacecudaRangeError extends RangeError {
   declare readonly code: ErrorCode;
   constructor(message: string) {

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { addon, addonLoadInfo, Binding, packageRoot } from './binding';
+import { addon, addonLoadInfo, Binding, packageRoot, PrebuildRequirements } from './binding';
 import { cudaStatus, resolveDevice } from './device';
 import { FacecudaError, invalidParameterError, withCallSite } from './errors';
 import { assertInteger, assertKnownOptions, assertNumber, optionsObject } from './validate';
@@ -14,7 +14,7 @@ export interface SystemInfo {
   version: string;
   node: string;
   platform: string;
-  addon: { path: string; how: string; tried: { path: string; error?: string }[]; build: Binding.BuildInfo };
+  addon: { path: string; how: string; tried: { path: string; error?: string }[]; build: Binding.BuildInfo; requirements?: PrebuildRequirements };
   cpu: Binding.CpuInfo;
   cuda: Binding.CudaStatus & { libraries?: Binding.LibraryInfo[] };
 }
@@ -43,7 +43,7 @@ export async function info(options?: { libraries?: boolean }): Promise<SystemInf
     version: version(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
-    addon: { path: load.path, how: load.how, tried: load.tried, build: base.build },
+    addon: { path: load.path, how: load.how, tried: load.tried, build: base.build, ...(load.requirements ? { requirements: load.requirements } : {}) },
     cpu: base.cpu,
     cuda,
   };

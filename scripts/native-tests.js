@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the native op test harness.
 //   node scripts/native-tests.js [--mode test|grad|perf|all] [harness args...]
-//       uses build/Release/facecuda_tests (built by `npm install` / `npm run build` with CMake)
+//       uses build/Release/facecuda_tests (built by `npm install` / `npm run compile` with CMake)
 //   node scripts/native-tests.js --sanitize [--mode ...]
 //       configures build-sanitize/ with FACECUDA_SANITIZE=ON (AddressSanitizer + UBSan), builds the
 //       harness there and runs it; any sanitizer report fails the run (halt_on_error)
@@ -34,7 +34,7 @@ if (sanitize) {
   bin = path.join(dir, 'Release', 'facecuda_tests');
 }
 if (!fs.existsSync(bin)) {
-  process.stderr.write(`${bin} does not exist: build with CMake first (npm run build)\n`);
+  process.stderr.write(`${bin} does not exist: build with CMake first (npm run compile)\n`);
   process.exit(1);
 }
 const modeArgs = rest.includes('--mode') ? rest : ['--mode', 'test', ...rest];

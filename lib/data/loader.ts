@@ -207,6 +207,10 @@ class WorkerSlot {
 /**
  * Batches from a {@link SampleSource}: shuffled per epoch, augmented, normalized, built ahead of
  * the consumer in worker threads. See the module comment.
+ *
+ * @example
+ * const loader = new DataLoader(await RecordIO.open('faces_emore/train'), { batchSize: 128, seed: 1, workers: 4, augment: { flip: 0.5 } });
+ * for await (const batch of loader.epoch(0)) await trainer.step(batch);
  */
 export class DataLoader {
   readonly source: SampleSource;

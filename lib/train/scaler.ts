@@ -58,6 +58,13 @@ export interface ScaleUpdate {
   change: 'grew' | 'backed off' | 'kept';
 }
 
+/**
+ * Dynamic loss scale for fp16 training (see the module comment); the Trainer makes one for fp16
+ * models.
+ *
+ * @example
+ * const trainer = new Trainer({ model, head, optimizer, schedule, data, lossScaler: new GradScaler({ initScale: 2 ** 12 }) });
+ */
 export class GradScaler {
   readonly growthFactor: number;
   readonly backoffFactor: number;

@@ -159,6 +159,15 @@ function finite(x: Float32Array): boolean {
   return true;
 }
 
+/**
+ * The training loop over a backbone, a margin head, an optimizer, a schedule and a data loader (see
+ * the module comment for one step, skips, checkpoints and fp16 loss scaling).
+ *
+ * @example
+ * const trainer = new Trainer({ model, head, optimizer, schedule, data: loader, checkpoint: { path: 'run/ck.safetensors', every: 1000 } });
+ * trainer.on('step', (s) => s.iteration % 100 === 0 && console.log(s.iteration, s.loss));
+ * const { verification } = await trainer.fit({ epochs: 20 });
+ */
 export class Trainer extends EventEmitter {
   readonly model: Backbone;
   readonly head: MarginHead;
