@@ -23,6 +23,7 @@
 import { invalidParameterError, outOfRangeError } from '../errors';
 import { assertInteger, assertKnownOptions, assertNumber, optionsObject } from '../validate';
 import type { RawImage } from './types';
+import { accuracyProtocol, valProtocol } from '../eval/verification';
 
 /** Embeddings: one vector per pair side, or all of them in one flat array of n × dim values. */
 export type Embeddings = readonly ArrayLike<number>[] | Float32Array | Float64Array;
@@ -122,56 +123,6 @@ export function normalizedDistances(
   return dist;
 }
 
-/** sklearn KFold(10, shuffle=False): [start, end) of each fold. */
-function folds(n: number): [number, number][] {
-  const out: [number, number][] = [];
-  const base = Math.floor(n / NFOLDS);
-  const extra = n % NFOLDS;
-  let start = 0;
-  for (let f = 0; f < NFOLDS; f++) {
-    const len = base + (f < extra ? 1 : 0);
-    out.push([start, start + len]);
-    start += len;
-  }
-  return out;
-}
-
-/**
- * For thresholds t_i = i·step (i < count): how many same and how many different pairs in
- * [start, end) (excluding [skipStart, skipEnd)) have dist < t_i.
- */
-function countBelow(
-  dist: Float64Array, same: Uint8Array, ranges: [number, number][], step: number, count: number,
-): { sameBelow: Int32Array; diffBelow: Int32Array; nSame: number; nDiff: number } {
-  const s: number[] = [];
-  const d: number[] = [];
-  for (const [a, b] of ranges) for (let i = a; i < b; i++) (same[i] ? s : d).push(dist[i]);
-  s.sort((x, y) => x - y);
-  d.sort((x, y) => x - y);
-  const sameBelow = new Int32Array(count);
-  const diffBelow = new Int32Array(count);
-  let ps = 0;
-  let pd = 0;
-  for (let t = 0; t < count; t++) {
-    const thr = t * step;
-    while (ps < s.length && s[ps] < thr) ps++;
-    while (pd < d.length && d[pd] < thr) pd++;
-    sameBelow[t] = ps;
-    diffBelow[t] = pd;
-  }
-  return { sameBelow, diffBelow, nSame: s.length, nDiff: d.length };
-}
-
-function meanStd(v: number[]): { mean: number; std: number } {
-  const mean = v.reduce((a, b) => a + b, 0) / v.length;
-  const std = Math.sqrt(v.reduce((a, b) => a + (b - mean) * (b - mean), 0) / v.length);
-  return { mean, std };
-}
-
-function otherFolds(all: [number, number][], f: number): [number, number][] {
-  return all.filter((_, g) => g !== f);
-}
-
 // ---- the protocol
 
 /**
@@ -189,33 +140,14 @@ export function verificationAccuracy(...args: unknown[]): VerificationAccuracy {
   return accuracyFromDistances(dist, same);
 }
 
-/** The §10.2 accuracy from precomputed squared distances (for callers that compute their own). */
+/**
+ * The §10.2 accuracy from precomputed squared distances (for callers that compute their own): the
+ * same computation as lib/eval's verificationMetrics (numpy's summation order; a fold without same
+ * pairs gives NaN, as arcface_torch).
+ */
 export function accuracyFromDistances(dist: Float64Array, same: Uint8Array): VerificationAccuracy {
-  const step = 0.01;
-  const count = 400;
-  const fs = folds(dist.length);
-  const foldAccuracies: number[] = [];
-  const foldThresholds: number[] = [];
-  for (let f = 0; f < NFOLDS; f++) {
-    const train = countBelow(dist, same, otherFolds(fs, f), step, count);
-    let best = 0;
-    let bestCorrect = -1;
-    for (let t = 0; t < count; t++) {
-      const correct = train.sameBelow[t] + (train.nDiff - train.diffBelow[t]);
-      if (correct > bestCorrect) {
-        bestCorrect = correct;
-        best = t;
-      }
-    }
-    const thr = best * step;
-    const [a, b] = fs[f];
-    let correct = 0;
-    for (let i = a; i < b; i++) if ((dist[i] < thr) === (same[i] === 1)) correct++;
-    foldAccuracies.push(correct / (b - a));
-    foldThresholds.push(thr);
-  }
-  const { mean, std } = meanStd(foldAccuracies);
-  return { accuracy: mean, std, threshold: meanStd(foldThresholds).mean, foldAccuracies, foldThresholds };
+  const r = accuracyProtocol(dist, same);
+  return { accuracy: r.accuracy, std: r.accuracyStd, threshold: r.threshold, foldAccuracies: r.foldAccuracies, foldThresholds: r.foldThresholds };
 }
 
 /**
@@ -242,49 +174,10 @@ function tarAtFarStatsImpl(...args: unknown[]): TarAtFar {
   return tarFromDistances(dist, same, target);
 }
 
-/** The §10.2 TAR@FAR from precomputed squared distances. */
+/** The §10.2 TAR@FAR from precomputed squared distances (lib/eval's VAL computation). */
 export function tarFromDistances(dist: Float64Array, same: Uint8Array, target: number): TarAtFar {
-  const step = 0.001;
-  const count = 4000;
-  const fs = folds(dist.length);
-  const tars: number[] = [];
-  const fars: number[] = [];
-  for (let f = 0; f < NFOLDS; f++) {
-    const train = countBelow(dist, same, otherFolds(fs, f), step, count);
-    // far_train is non-decreasing in the threshold: already sorted for interp1d.
-    const x = new Float64Array(count);
-    for (let t = 0; t < count; t++) x[t] = train.nDiff > 0 ? train.diffBelow[t] / train.nDiff : 0;
-    let thr = 0;
-    if (x[count - 1] >= target) {
-      // scipy interp1d(kind='slinear') = a degree-1 B-spline with knots [x0, x0..x_{n−1}, x_{n−1}]:
-      // the interval is the last m ≤ n−2 with x_m ≤ target.
-      let m = 0;
-      while (m + 1 <= count - 2 && x[m + 1] <= target) m++;
-      const y0 = m * step;
-      const y1 = (m + 1) * step;
-      thr = x[m + 1] > x[m] ? y0 + ((target - x[m]) / (x[m + 1] - x[m])) * (y1 - y0) : y1;
-    }
-    const [a, b] = fs[f];
-    let ta = 0;
-    let fa = 0;
-    let ns = 0;
-    let nd = 0;
-    for (let i = a; i < b; i++) {
-      const acc = dist[i] < thr;
-      if (same[i]) {
-        ns++;
-        if (acc) ta++;
-      } else {
-        nd++;
-        if (acc) fa++;
-      }
-    }
-    // calculate_val_far divides by the fold's counts (a fold without same pairs gives NaN there; 0 here).
-    tars.push(ns > 0 ? ta / ns : 0);
-    fars.push(nd > 0 ? fa / nd : 0);
-  }
-  const t = meanStd(tars);
-  return { tar: t.mean, std: t.std, far: meanStd(fars).mean };
+  const v = valProtocol(dist, same, target);
+  return { tar: v.val, std: v.valStd, far: v.far };
 }
 
 /** The Verifier shape the Trainer takes (flat embeddings with a dimension). */
