@@ -45,3 +45,8 @@ export { resolveConfig, TrainConfig } from './train/config';
 export { runTraining } from './train/run';
 export { runDemo, DemoOptions, DemoResult } from './demo';
 export { writeSyntheticRecordIO, writeSyntheticBinPack, encodeJpeg } from './data/synthetic-packs';
+
+// Inference, verification and evaluation (issue 6)
+export * from './embed';
+export * from './eval';
+export { FaceIndex, mergeTopK, MAX_K, Aggregate, IndexStorage, FaceIndexOptions, SearchOptions, SearchResult, RangeSearchResult } from './search';

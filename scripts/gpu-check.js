@@ -14,6 +14,9 @@
 //     dist/, package.json              the compiled library (bench/run.js needs dist/)
 //     gpu-tests/                       lib/ and test/ compiled to JavaScript (no TypeScript needed there)
 //     jest.tar.xz                      jest and its dependency closure (node_modules/), unpacked on use
+//     facecuda-<version>.tgz           the package as users get it (`npm pack` of a staged copy: dist/
+//                                      with types and the ESM entry, and build-gpu's addon, stripped,
+//                                      as prebuilds/linux-x64/facecuda.glibc.node + facecuda.json)
 //     node.xz                          this machine's node binary (shared/scripts/pack-node.sh), if found
 //     manifest.json                    git commit, toolchain, architectures, file sizes
 //   and prints the sizes: the working tree plus DIR must stay under the 64 MiB a device run carries.
@@ -30,10 +33,14 @@
 //      environment as given ("self_discovery": does the dlopen search find the pip libraries on its
 //      own?), then exports LD_LIBRARY_PATH and FACECUDA_CUDA_LIB_DIRS with the nvidia/*/lib
 //      directories for every later child (unless --no-lib-env; it only affects children);
-//   4. runs, each with a timeout: `facecuda_tests --cuda-only --json`, `facecuda_tests --mode test
-//      --json` (step native-full), the GPU jest suites (test/gpu/*.test.js compiled; step jest) and
-//      `node bench/run.js --device cuda --json` (step bench). --skip takes step names: native-cuda,
-//      native-full, jest, bench;
+//   4. runs, each with a timeout: the tarball checks (step tarball: the carried facecuda-*.tgz unpacked
+//      as node_modules/facecuda of a temporary project, then, with the environment as given and no
+//      FACECUDA_ADDON: the prebuild loads, CUDA is available and chosen by 'auto', cuBLAS/cuDNN are
+//      found (and where), GEMM fp32/fp16 and an ArcFaceHead forward+backward match the CPU, an fp16
+//      IResNet r18 forward is finite; no image module is loaded), `facecuda_tests --cuda-only --json`
+//      (step native-cuda), `facecuda_tests --mode test --json` (step native-full), the GPU jest
+//      suites (test/gpu/*.test.js compiled; step jest) and `node bench/run.js --device cuda --json`
+//      (step bench). --skip takes step names: tarball, native-cuda, native-full, jest, bench;
 //   5. writes <out>/gpu-check-<host>-<time>.json (every fact, each step's status, parsed results and
 //      figures, timestamps, the git commit) and the full log next to it, and prints a summary.
 //   <out> is $FACECUDA_GPU_CHECK_OUT, else bench/results/. Exit status: 0 all passed, 1 something
@@ -298,6 +305,121 @@ function findPackNode() {
   return c.find((p) => p && fs.existsSync(p)) || null;
 }
 
+// npm's own CLI script, run with this node (as scripts/pack-test.js does), else `npm` on PATH.
+function npmCommand() {
+  const c = [path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'), process.env.npm_execpath];
+  for (const p of c) if (p && p.endsWith('.js') && fs.existsSync(p)) return [process.execPath, [p]];
+  const npm = which('npm');
+  return npm ? [npm, []] : null;
+}
+
+function npmPackJson(output) {
+  const start = output.indexOf('[');
+  const end = output.lastIndexOf(']');
+  if (start < 0 || end < start) return null;
+  try {
+    return JSON.parse(output.slice(start, end + 1))[0] || null;
+  } catch {
+    return null;
+  }
+}
+
+// The highest GLIBC_x.y symbol version a file needs (objdump -T), as scripts/prebuild.js records it.
+function glibcFloor(file) {
+  const r = runSync('objdump', ['-T', file], 120);
+  if (!r.ok) return null;
+  let best = null;
+  for (const m of r.stdout.matchAll(/GLIBC_(\d+)\.(\d+)(?:\.(\d+))?/g)) {
+    const v = [Number(m[1]), Number(m[2]), Number(m[3] || 0)];
+    if (!best || v[0] > best[0] || (v[0] === best[0] && (v[1] > best[1] || (v[1] === best[1] && v[2] > best[2])))) best = v;
+  }
+  return best ? best.slice(0, best[2] ? 3 : 2).join('.') : null;
+}
+
+// Stages the package (npm's file list of the repository, minus dist/ and prebuilds/, which are made
+// here: the library compiled with its types and ES-module entry, and build-gpu's addon as
+// prebuilds/<platform>/facecuda.glibc.node with the facecuda.json scripts/prebuild.js writes), then
+// `npm pack`s it into the carry folder. scripts/prebuild.js --from-build only reads build/Release
+// (another build's folder), so its packaging is repeated here for build-gpu/.
+async function packTarball(carry, addon, buildDir, archs, tsc) {
+  const npm = npmCommand();
+  if (!npm) throw new Error('npm was not found');
+  const stage = fs.mkdtempSync(path.join(os.tmpdir(), 'facecuda-gpu-pkg-'));
+  try {
+    // 1. What npm packs from the repository (package.json `files`), except the built folders.
+    const list = runSync(npm[0], [...npm[1], 'pack', '--dry-run', '--json', '--ignore-scripts'], 300);
+    const meta = list.ok ? npmPackJson(list.stdout) : null;
+    if (!meta) throw new Error(`npm pack --dry-run failed: ${(list.error || list.stderr || list.stdout).slice(-500)}`);
+    for (const f of meta.files.map((x) => x.path)) {
+      if (/^(dist|prebuilds)\//.test(f)) continue;
+      fs.mkdirSync(path.join(stage, path.dirname(f)), { recursive: true });
+      fs.copyFileSync(path.join(root, f), path.join(stage, f));
+    }
+    // 2. dist/: JavaScript and types (source maps are not packed), cli.js executable, the ESM entry
+    //    (the same text scripts/build.js writes).
+    const dist = path.join(stage, 'dist');
+    const r = await runChild('tsc-package', process.execPath, [tsc, '-p', 'tsconfig.json', '--outDir', dist, '--sourceMap', 'false', '--declarationMap', 'false'], { timeoutS: 600 });
+    if (r.status !== 0) throw new Error('tsc (package dist) failed');
+    if (fs.existsSync(path.join(dist, 'cli.js'))) fs.chmodSync(path.join(dist, 'cli.js'), 0o755);
+    const ls = runSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(Object.keys(require(process.argv[1]))))', path.join(dist, 'index.js')], 120,
+      { env: { ...process.env, FACECUDA_ADDON: path.join(dist, 'no-addon-needed-to-list-exports') } });
+    if (!ls.ok) throw new Error(`listing dist/index.js exports failed: ${(ls.error || ls.stderr).slice(-500)}`);
+    const names = JSON.parse(ls.stdout).filter((n) => /^[A-Za-z_$][\w$]*$/.test(n) && n !== 'default' && n !== '__esModule');
+    fs.writeFileSync(path.join(dist, 'index.mjs'), ['// Generated by scripts/build.js: the ES-module entry, re-exporting the CommonJS build.',
+      "import cjs from './index.js';", ...names.map((n) => `export const ${n} = cjs.${n};`), 'export default cjs;', ''].join('\n'));
+    fs.writeFileSync(path.join(dist, 'index.d.mts'), ['// Generated by scripts/build.js: types of the ES-module entry.', "export * from './index.js';",
+      "import * as facecuda from './index.js';", 'export default facecuda;', ''].join('\n'));
+    // 3. prebuilds/<platform>/: build-gpu's addon, stripped, and its requirements.
+    const pdir = path.join(stage, 'prebuilds', `${process.platform}-${process.arch}`);
+    fs.mkdirSync(pdir, { recursive: true });
+    const dest = path.join(pdir, 'facecuda.glibc.node');
+    fs.copyFileSync(addon, dest);
+    const stripped = runSync('strip', ['--strip-unneeded', dest], 120).ok;
+    const readelf = runSync('readelf', ['-d', dest], 60);
+    const nvccOut = runSync(findNvcc() || 'nvcc', ['--version'], 60).stdout;
+    const nv = /release (\d+\.\d+), V([\d.]+)/.exec(nvccOut);
+    const cache = path.join(buildDir, 'CMakeCache.txt');
+    const m = fs.existsSync(cache) && /^FACECUDA_CUDA_ARCHS:STRING=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'));
+    const builtArchs = m ? m[1].trim() : archs;
+    const git = gitInfo();
+    const requirements = {
+      file: 'facecuda.glibc.node',
+      platform: `${process.platform}-${process.arch}`,
+      libc: 'glibc',
+      glibc: glibcFloor(dest),
+      needed: readelf.ok ? [...readelf.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((x) => x[1]) : null,
+      nodeApi: 8,
+      node: '>=20',
+      cuda: {
+        runtime: nv ? nv[1] : null,
+        toolkit: nv ? nv[2] : null,
+        cudart: 'static',
+        architectures: builtArchs ? builtArchs.split(';') : 'unknown',
+        minDriver: nv && Number(nv[1].split('.')[0]) >= 13 ? { cuda13: 'R580', linux: '580.65.06' } : null,
+        dynamicallyOpened: ['libcublas.so.13 (or .12)', 'libcudnn.so.9'],
+      },
+      stripped,
+      bytes: fileSize(dest),
+      built: new Date().toISOString(),
+      commit: git ? git.commit : null,
+      buildHost: { glibc: process.report.getReport().header.glibcVersionRuntime, node: process.version },
+      source: `${path.relative(root, addon)} (scripts/gpu-check.js --prepare)`,
+    };
+    fs.writeFileSync(path.join(pdir, 'facecuda.json'), `${JSON.stringify(requirements, null, 2)}\n`);
+    // 4. npm pack into the carry folder.
+    const packed = runSync(npm[0], [...npm[1], 'pack', '--json', '--ignore-scripts', '--pack-destination', carry], 300, { cwd: stage });
+    const pm = packed.ok ? npmPackJson(packed.stdout) : null;
+    if (!pm || !fs.existsSync(path.join(carry, pm.filename))) throw new Error(`npm pack failed: ${(packed.error || packed.stderr || packed.stdout).slice(-500)}`);
+    const files = pm.files.map((x) => x.path);
+    const need = ['package.json', 'dist/index.js', 'dist/index.mjs', `prebuilds/${process.platform}-${process.arch}/facecuda.glibc.node`, `prebuilds/${process.platform}-${process.arch}/facecuda.json`];
+    const missing = need.filter((f) => !files.includes(f));
+    if (missing.length) throw new Error(`the tarball lacks ${missing.join(', ')}`);
+    return { file: pm.filename, bytes: fileSize(path.join(carry, pm.filename)), unpacked_bytes: pm.unpackedSize, entries: files.length, shasum: pm.shasum, prebuild: requirements };
+  } finally {
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
+}
+
 async function prepare(o) {
   const carry = path.resolve(o.carry || path.join(root, '.gpu-carry'));
   const fail = (msg) => {
@@ -362,6 +484,18 @@ async function prepare(o) {
     log(`jest: ${closure.length} packages, ${files.length} files`);
   }
 
+  // The package as users get it: a staged copy of the package with the GPU build as its prebuild,
+  // packed by npm (facecuda-<version>.tgz). A failure here is loud but not fatal: phase 2 then skips
+  // its tarball step with the reason.
+  let tarball = null;
+  try {
+    tarball = await packTarball(carry, addon, buildDir, archs, tsc);
+    log(`tarball: ${tarball.file}, ${mib(tarball.bytes)} packed, ${mib(tarball.unpacked_bytes)} unpacked, ${tarball.entries} files`);
+  } catch (e) {
+    log(`WARNING: the package tarball was not produced (${e.message}); phase 2 will skip its tarball step`);
+    for (const f of fs.readdirSync(carry)) if (/^facecuda-.*\.tgz$/.test(f)) fs.rmSync(path.join(carry, f), { force: true });
+  }
+
   // node for a GPU machine without Node.js.
   const nodeXz = path.join(carry, 'node.xz');
   if (o.packNode) {
@@ -392,6 +526,7 @@ async function prepare(o) {
     node: process.version,
     nvcc: nvccVersion,
     cuda_archs: archs,
+    tarball,
     files,
     total_bytes: total,
   };
@@ -476,6 +611,282 @@ function scanNvidiaDirs() {
     }
   }
   return dirs;
+}
+
+// The tarball check, run by node in a temporary project whose node_modules/facecuda is the carried
+// tarball, unpacked: the package exactly as `npm install facecuda-<version>.tgz` lays it out (it has no
+// install scripts). It loads the package by name, never its image modules (sharp is not installed
+// there), runs each check on its own (one failing does not stop the others), writes
+// { checks: [{ name, status, detail, seconds }], ... } to argv[2] and exits 1 when a check failed.
+const TARBALL_CHECK = String.raw`
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const out = { checks: [] };
+const save = () => fs.writeFileSync(process.argv[2], JSON.stringify(out, null, 2));
+let cudaOk = false;
+async function check(name, fn, { needsCuda = false } = {}) {
+  const t0 = Date.now();
+  let status = 'passed';
+  let detail = '';
+  if (needsCuda && !cudaOk) {
+    status = 'skipped';
+    detail = 'CUDA is unavailable (see the check "cuda available")';
+  } else {
+    try {
+      const r = await fn();
+      if (r && r.ok === false) status = 'failed';
+      detail = r && r.detail !== undefined ? r.detail : '';
+    } catch (e) {
+      status = 'failed';
+      detail = String((e && e.stack) || e).split('\n').slice(0, 4).join(' | ');
+    }
+  }
+  const c = { name, status, detail, seconds: (Date.now() - t0) / 1000 };
+  out.checks.push(c);
+  console.log((status === 'passed' ? 'ok   ' : status === 'skipped' ? 'skip ' : 'FAIL ') + name + (detail ? ': ' + detail : ''));
+  save();
+  return c;
+}
+let seed = 20240611;
+const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+const randn = (n, scale = 1) => Float32Array.from({ length: n }, () => rnd() * scale);
+// max |a - b| / max |b|: the error relative to the reference's magnitude.
+function relErr(a, b) {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return m > 0 ? d / m : d;
+}
+const fmt = (x) => (typeof x === 'number' ? x.toExponential(2) : String(x));
+
+(async () => {
+  const pkgDir = path.dirname(require.resolve('facecuda/package.json'));
+  out.package = { dir: pkgDir, version: require('facecuda/package.json').version };
+  let fc;
+  await check('require facecuda (no image modules)', () => {
+    fc = require('facecuda');
+    const sharpLoaded = Object.keys(require.cache).filter((k) => /[\\/]node_modules[\\/](sharp|@img)[\\/]/.test(k));
+    let sharpInstalled = true;
+    try {
+      require.resolve('sharp', { paths: [pkgDir] });
+    } catch {
+      sharpInstalled = false;
+    }
+    return { ok: sharpLoaded.length === 0, detail: sharpLoaded.length ? 'sharp was loaded eagerly: ' + sharpLoaded[0] : 'sharp not loaded (installed: ' + sharpInstalled + ')' };
+  });
+  if (!fc) {
+    save();
+    process.exitCode = 1;
+    return;
+  }
+  let info;
+  await check('system.info({ libraries: true })', async () => {
+    info = await fc.system.info({ libraries: true });
+    out.info = info;
+    return { detail: 'facecuda ' + (info.version || out.package.version) + ', addon ' + info.addon.how };
+  });
+  const want = path.join(pkgDir, 'prebuilds', process.platform + '-' + process.arch, 'facecuda.glibc.node');
+  await check('the addon is the tarball prebuild', () => {
+    const got = info.addon.path;
+    const same = fs.existsSync(got) && fs.realpathSync(got) === fs.realpathSync(want);
+    return { ok: same, detail: got + (same ? '' : ' (expected ' + want + ')') + (info.addon.requirements ? ', built for ' + JSON.stringify(info.addon.requirements.cuda.architectures) : '') };
+  });
+  const cuda = (info && info.cuda) || {};
+  cudaOk = cuda.available === true;
+  await check('cuda available', () => {
+    const d = (cuda.devices || [])[0];
+    return { ok: cudaOk && !!d, detail: cudaOk && d ? d.name + ' (sm ' + d.computeCapability + '), driver ' + cuda.driverVersion + ', runtime ' + cuda.runtimeVersion + ', archs ' + cuda.compiledArchs : 'unavailable: ' + cuda.reason };
+  });
+  for (const lib of ['cublas', 'cudnn']) {
+    await check(lib + ' found', () => {
+      const l = (cuda.libraries || []).find((x) => x.name === lib);
+      if (!l) return { ok: false, detail: 'not reported by system.info' };
+      if (!l.found) return { ok: false, detail: l.error };
+      const pip = /[\\/](site|dist)-packages[\\/]nvidia[\\/]/.test(l.path);
+      return { detail: l.version + ' at ' + l.path + (pip ? ' (the Python environment: site-packages/nvidia)' : ' (not from a Python environment)') };
+    });
+  }
+  await check('cuda selected automatically', () => {
+    const dev = fc.resolveDevice('auto');
+    const t = fc.Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    const td = t.device;
+    t.dispose();
+    const head = new fc.ArcFaceHead({ embeddingSize: 4, numClasses: 3 });
+    const hd = head.device;
+    head.dispose();
+    const ok = dev === 'cuda:0' && td === 'cuda:0' && hd === 'cuda:0';
+    return { ok, detail: "resolveDevice('auto') " + dev + ', Tensor.from ' + td + ', new ArcFaceHead ' + hd + (ok ? '' : ' (auto reason: ' + fc.autoDeviceReason() + ')') };
+  }, { needsCuda: true });
+
+  // GEMM: cuBLAS against facecuda's CPU GEMM on the same inputs.
+  const M = 96, K = 160, N = 72;
+  const A = randn(M * K);
+  const B = randn(K * N);
+  for (const [precision, tol] of [['fp32', 1e-4], ['fp16', 3e-3]]) {
+    await check('gemm ' + precision + ' cuda vs cpu [' + M + 'x' + K + ']x[' + K + 'x' + N + ']', async () => {
+      const run = async (device) => {
+        const a = fc.Tensor.from(A, [M, K], { device });
+        const b = fc.Tensor.from(B, [K, N], { device });
+        const c = await fc.gemm(a, b, { precision });
+        const v = await c.toArray();
+        a.dispose();
+        b.dispose();
+        c.dispose();
+        return v;
+      };
+      const ref = await run('cpu');
+      const got = await run('cuda');
+      const e = relErr(got, ref);
+      let finite = true;
+      for (const v of got) if (!Number.isFinite(v)) finite = false;
+      return { ok: finite && e <= tol, detail: 'max error / max |ref| ' + fmt(e) + ' (tolerance ' + fmt(tol) + ', CPU ' + precision + ' reference)' + (finite ? '' : ', non-finite values') };
+    }, { needsCuda: true });
+  }
+
+  // ArcFaceHead: one forward + backward on both devices with the same weights.
+  await check('ArcFaceHead forward+backward cuda vs cpu (1e-3)', async () => {
+    const D = 64, C = 1000, Bn = 32;
+    const W = randn(C * D, 0.05);
+    const x = randn(Bn * D);
+    const labels = Int32Array.from({ length: Bn }, (_, i) => (i * 37) % C);
+    const run = async (device) => {
+      const head = new fc.ArcFaceHead({ embeddingSize: D, numClasses: C, device });
+      await head.setWeight(W);
+      const f = await head.forward(x, labels);
+      const g = await head.backward();
+      const r = { loss: f.loss, gx: await g.gradEmbeddings.toArray(), gw: await g.gradWeight.toArray() };
+      head.dispose();
+      return r;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('cuda');
+    const eLoss = Math.abs(gpu.loss - cpu.loss) / Math.abs(cpu.loss);
+    const eGx = relErr(gpu.gx, cpu.gx);
+    const eGw = relErr(gpu.gw, cpu.gw);
+    const ok = [eLoss, eGx, eGw].every((e) => Number.isFinite(e) && e <= 1e-3);
+    return { ok, detail: 'loss ' + cpu.loss.toFixed(5) + ' vs ' + gpu.loss.toFixed(5) + ' (rel ' + fmt(eLoss) + '), gradEmbeddings ' + fmt(eGx) + ', gradWeight ' + fmt(eGw) };
+  }, { needsCuda: true });
+
+  // IResNet r18 (narrow) in fp16 on CUDA: finite embeddings of the right shape.
+  await check("IResNet r18 fp16 forward on cuda (baseWidth 8, 64-d, 112 px)", async () => {
+    const opts = { baseWidth: 8, embeddingSize: 64, inputSize: 112, seed: 3 };
+    const model = fc.IResNet.create('r18', { ...opts, device: 'cuda', precision: 'fp16' });
+    model.eval();
+    const n = 2;
+    const input = randn(n * 3 * 112 * 112);
+    const y = await model.forward(input);
+    const shape = y.shape.slice();
+    const v = await y.toArray();
+    y.dispose();
+    model.dispose();
+    let bad = 0;
+    for (const z of v) if (!Number.isFinite(z)) bad++;
+    let cos = '';
+    try {
+      const ref = fc.IResNet.create('r18', { ...opts, device: 'cpu' });
+      ref.eval();
+      const r = await ref.forward(input);
+      const rv = await r.toArray();
+      r.dispose();
+      ref.dispose();
+      let dot = 0, na = 0, nb = 0;
+      for (let i = 0; i < 64; i++) { dot += v[i] * rv[i]; na += v[i] * v[i]; nb += rv[i] * rv[i]; }
+      cos = ', cosine to the CPU fp32 embedding ' + (dot / Math.sqrt(na * nb)).toFixed(5);
+    } catch (e) {
+      cos = ', CPU reference failed: ' + String(e && e.message || e).slice(0, 200);
+    }
+    const ok = bad === 0 && shape.length === 2 && shape[0] === n && shape[1] === 64;
+    return { ok, detail: 'output [' + shape.join(', ') + '], ' + bad + ' non-finite' + cos };
+  }, { needsCuda: true });
+
+  out.passed = out.checks.filter((c) => c.status === 'passed').length;
+  out.failed = out.checks.filter((c) => c.status === 'failed').length;
+  out.skipped = out.checks.filter((c) => c.status === 'skipped').length;
+  save();
+  console.log('tarball-check: ' + out.passed + ' passed, ' + out.failed + ' failed, ' + out.skipped + ' skipped');
+  process.exitCode = out.failed || out.skipped ? 1 : 0;
+})().catch((e) => {
+  console.error(e);
+  out.error = String((e && e.stack) || e);
+  save();
+  process.exitCode = 1;
+});
+`;
+
+// Step `tarball`: the carried facecuda-<version>.tgz unpacked as node_modules/facecuda of a temporary
+// project, then TARBALL_CHECK run there with the environment as given (no FACECUDA_ADDON, no library
+// environment added: the package must find its prebuild and cuBLAS/cuDNN by itself, as for a user).
+async function tarballStep({ o, carry, tmp, left, summary, step }) {
+  const name = 'tarball';
+  const skipped = (reason) => {
+    summary.steps.push({ name, status: 'skipped', reason });
+    log(`[${name}] skipped: ${reason}`);
+  };
+  if (o.skip.has(name)) {
+    summary.steps.push({ name, status: 'skipped', reason: '--skip' });
+    return;
+  }
+  let tgz = null;
+  try {
+    const found = fs.readdirSync(carry).filter((f) => /^facecuda-.*\.tgz$/.test(f)).sort();
+    if (found.length) tgz = path.join(carry, found[found.length - 1]);
+  } catch {
+    // no carry folder
+  }
+  if (!tgz) {
+    skipped(`no facecuda-*.tgz in ${carry} (run --prepare on a build machine)`);
+    return;
+  }
+  if (left() - 15 < 30) {
+    skipped(`deadline (${Math.round(left())} s left)`);
+    return;
+  }
+  const app = path.join(tmp, 'tarball-app');
+  const nm = path.join(app, 'node_modules');
+  fs.mkdirSync(nm, { recursive: true });
+  fs.writeFileSync(path.join(app, 'package.json'), `${JSON.stringify({ name: 'facecuda-tarball-check', version: '1.0.0', private: true }, null, 2)}\n`);
+  let r = await runChild('unpack-tarball', 'tar', ['-xzf', tgz, '-C', nm], { timeoutS: Math.min(120, left() - 15) });
+  const py = which('python3');
+  if (r.status !== 0 && py) {
+    r = await runChild('unpack-tarball', py, ['-c', 'import sys, tarfile; tarfile.open(sys.argv[1], "r:gz").extractall(sys.argv[2])', tgz, nm],
+      { timeoutS: Math.min(120, left() - 15) });
+  }
+  const pkg = path.join(nm, 'facecuda');
+  if (r.status === 0 && fs.existsSync(path.join(nm, 'package'))) fs.renameSync(path.join(nm, 'package'), pkg);
+  if (!fs.existsSync(path.join(pkg, 'package.json'))) {
+    summary.steps.push({ name, status: 'failed', tarball: tgz, error: `unpacking ${path.basename(tgz)} failed`, output_tail: (r.error || r.output || '').slice(-3000) });
+    log(`[${name}] unpacking ${tgz} failed`);
+    return;
+  }
+  const script = path.join(app, 'tarball-check.cjs');
+  fs.writeFileSync(script, TARBALL_CHECK);
+  const jsonFile = path.join(tmp, 'tarball.json');
+  const env = { ...process.env };
+  for (const k of ['FACECUDA_ADDON', 'NODE_PATH', 'NODE_OPTIONS']) delete env[k];
+  await step(name, process.execPath, [script, jsonFile], {
+    timeoutS: 240,
+    cwd: app,
+    env,
+    jsonFile,
+    parse: (j) => (j && Array.isArray(j.checks)
+      ? {
+        passed: j.checks.filter((c) => c.status === 'passed').length,
+        failed: j.checks.filter((c) => c.status === 'failed').length,
+        skipped: j.checks.filter((c) => c.status === 'skipped').length,
+        checks: j.checks,
+        failures: j.checks.filter((c) => c.status === 'failed').map((c) => `${c.name}: ${c.detail}`),
+      }
+      : null),
+    extra: {
+      tarball: tgz,
+      tarball_bytes: fileSize(tgz),
+      environment: 'as given: FACECUDA_ADDON, NODE_PATH and NODE_OPTIONS removed; no LD_LIBRARY_PATH or FACECUDA_CUDA_LIB_DIRS added',
+    },
+  });
 }
 
 function parseTaggedJson(output, tag) {
@@ -643,7 +1054,7 @@ async function check(o) {
   summary.facecuda = await facecudaInfo('info', env);
 
   // 4. the steps
-  const step = async (name, cmd, args, { timeoutS, jsonFile, parse, cwd, quiet }) => {
+  const step = async (name, cmd, args, { timeoutS, jsonFile, parse, cwd, quiet, env: stepEnv, extra }) => {
     if (o.skip.has(name)) {
       summary.steps.push({ name, status: 'skipped', reason: '--skip' });
       return;
@@ -654,7 +1065,7 @@ async function check(o) {
       log(`[${name}] skipped: the deadline is near`);
       return;
     }
-    const r = await runChild(name, cmd, args, { env, timeoutS: budget, cwd, quiet });
+    const r = await runChild(name, cmd, args, { env: stepEnv || env, timeoutS: budget, cwd, quiet });
     if (quiet) {
       const closing = lastLine(r.output, /\d+ passed, \d+ failed/);
       if (closing) log(`[${name}] ${closing} (full output in the log file)`);
@@ -674,9 +1085,12 @@ async function check(o) {
       closing_line: lastLine(r.output, /\d+ passed, \d+ failed/),
       summary: parsed,
       result: json,
+      ...(extra || {}),
       output_tail: status === 'passed' ? undefined : r.output.slice(-6000),
     });
   };
+
+  await tarballStep({ o, carry, tmp, left, summary, step });
 
   if (art.tests) {
     const f1 = path.join(tmp, 'native-cuda.json');
@@ -737,7 +1151,11 @@ async function check(o) {
   for (const s of summary.steps) {
     const sm = s.summary && typeof s.summary.passed === 'number' ? ` ${s.summary.passed} passed, ${s.summary.failed} failed, ${s.summary.skipped} skipped` : '';
     const extra = s.summary && typeof s.summary.records === 'number' ? ` ${s.summary.records} records` : '';
-    lines.push(`${s.name.padEnd(12)}${s.status.toUpperCase()}${sm}${extra}${s.seconds !== undefined ? ` (${s.seconds} s)` : ''}${s.reason ? `: ${s.reason}` : ''}`);
+    lines.push(`${s.name.padEnd(12)}${s.status.toUpperCase()}${sm}${extra}${s.seconds !== undefined ? ` (${s.seconds} s)` : ''}${s.reason ? `: ${s.reason}` : ''}${!s.reason && s.error ? `: ${s.error}` : ''}`);
+    if (s.summary && Array.isArray(s.summary.checks)) {
+      for (const c of s.summary.checks) lines.push(`    ${c.status === 'passed' ? 'ok  ' : c.status === 'skipped' ? 'skip' : 'FAIL'} ${c.name}${c.detail ? `: ${String(c.detail).split('\n')[0].slice(0, 300)}` : ''}`);
+      continue;
+    }
     for (const f of (s.summary && s.summary.failures) || []) lines.push(`    ${f.split('\n')[0].slice(0, 300)}`);
   }
   lines.push(`result:   ${summary.ok ? 'ALL PASSED' : 'FAILURES'}  (${summary.seconds} s)`);

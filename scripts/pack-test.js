@@ -113,10 +113,10 @@ console.log('esm ok: ' + i.platform);
 `;
 
 const TYPES_MTS = `
-import { ArcFaceHead, FaceIndex, type SystemInfo } from 'facecuda';
+import { ArcFaceHead, FaceIndex, type HeadPrecision } from 'facecuda';
 const h: ArcFaceHead = new ArcFaceHead({ embeddingSize: 4, numClasses: 3 });
 const n: number = new FaceIndex({ dim: 4 }).size;
-const s: SystemInfo | null = null;
+const s: HeadPrecision = 'fp16';
 // @ts-expect-error a wrong option type is a type error
 new ArcFaceHead({ embeddingSize: '4', numClasses: 3 });
 export { h, n, s };

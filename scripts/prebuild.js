@@ -84,7 +84,10 @@ function main() {
   if (fromBuild) {
     built = path.join(root, 'build', 'Release', 'facecuda.node');
     if (!fs.existsSync(built)) throw new Error(`${built} does not exist: run npm run compile first`);
-    archs = null; // whatever the local build used (facecuda info reports it)
+    // The architectures the local build used, from its CMake cache.
+    const cache = path.join(root, 'build', 'CMakeCache.txt');
+    const m = fs.existsSync(cache) && /^FACECUDA_CUDA_ARCHS:STRING=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'));
+    archs = m ? m[1].trim() : null;
   } else {
     archs = opt('archs', process.env.FACECUDA_PREBUILD_ARCHS || DEFAULT_ARCHS);
     const buildDir = path.join(root, 'build-prebuild');
@@ -114,7 +117,7 @@ function main() {
       runtime: nvcc ? nvcc.release : null,
       toolkit: nvcc ? nvcc.version : null,
       cudart: 'static',
-      architectures: archs ? archs.split(';') : 'as built by npm run compile (FACECUDA_CUDA_ARCHS, default 90-real;90-virtual)',
+      architectures: archs ? archs.split(';') : 'unknown (no build/CMakeCache.txt)',
       minDriver: nvcc && Number(nvcc.release.split('.')[0]) >= 13 ? MIN_DRIVER : null,
       dynamicallyOpened: ['libcublas.so.13 (or .12)', 'libcudnn.so.9'],
     },
@@ -129,7 +132,7 @@ function main() {
   fs.writeFileSync(jsonTmp, JSON.stringify(requirements, null, 2) + '\n');
   fs.renameSync(jsonTmp, path.join(dir, 'facecuda.json'));
   log(`${path.relative(root, dest)}: ${(size / 1048576).toFixed(1)} MiB${stripped ? ' (stripped)' : ''}, needs glibc >= ${requirements.glibc}, ` +
-    `CUDA ${requirements.cuda.runtime || '-'} (${archs || 'local build archs'}) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    `CUDA ${requirements.cuda.runtime || '-'} (${archs || 'unknown archs'}) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
 
 try {

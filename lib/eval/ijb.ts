@@ -204,6 +204,11 @@ export interface IjbAggregationOptions {
  * Streams image features into (template, media) sums and turns them into normalized template
  * features (see the module notes). Create with the meta data, `add` every image's embedding (any
  * order, each once), then `templates()`.
+ *
+ * @example
+ * const agg = new IjbAggregator(await readIjbFaces('IJBC/meta/ijbc_face_tid_mid.txt'), { useNormScore: true, useDetectorScore: true });
+ * agg.add(0, await embedder.embedFaces(images, landmarks, { flip: true })); // images 0.. of the list
+ * const scores = ijbPairScores(agg.templates(), await readIjbPairs('IJBC/meta/ijbc_template_pair_label.txt'));
  */
 export class IjbAggregator {
   readonly templateIds: Int32Array;

@@ -145,6 +145,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   register_heads(env, exports);
   register_model(env, exports);
   register_optim(env, exports);
+  register_search(env, exports);
   return exports;
 }
 

@@ -107,5 +107,6 @@ void register_system(Napi::Env env, Napi::Object exports);
 void register_heads(Napi::Env env, Napi::Object exports);
 void register_model(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
+void register_search(Napi::Env env, Napi::Object exports);
 
 }  // namespace fcb
