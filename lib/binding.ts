@@ -167,7 +167,47 @@ export declare namespace Binding {
     dispose(): void;
   }
 
+  /** The hyper-parameters of native/binding/optim.cc's optimStep (algo 0 SGD, 1 AdamW, 2 clip/scale only). */
+  interface OptimHyper {
+    algo: number;
+    momentum?: number;
+    dampening?: number;
+    nesterov?: boolean;
+    beta1?: number;
+    beta2?: number;
+    eps?: number;
+  }
+
+  interface OptimStepResult {
+    skipped: boolean;
+    nonFiniteItem: number;
+    gradNorm: number;
+    groupNorms: Float64Array;
+    groupScales: Float64Array;
+    itemSumSq: Float64Array;
+  }
+
+  /** native/binding/search.cc: one FaceIndex's rows (lib/search/index.ts validates every argument). */
+  interface NativeSearchIndex {
+    add(ids: Float64Array, vectors: Float32Array): number;
+    addRaw(ids: Float64Array, rows: Uint8Array): number;
+    remove(ids: Float64Array): number;
+    update(id: number, vector: Float32Array): void;
+    contains(id: number): boolean;
+    stats(): { size: number; numIds: number; maxRowsPerId: number };
+    search(q: Float32Array, Q: number, k: number, filter: Float64Array | undefined, aggregate: 'max' | 'mean' | 'none'): Promise<{ ids: Float64Array; scores: Float32Array; k: number }>;
+    searchRange(q: Float32Array, Q: number, minScore: number, filter: Float64Array | undefined, aggregate: 'max' | 'mean' | 'none'): Promise<{ offsets: Float64Array; ids: Float64Array; scores: Float32Array }>;
+    exportRows(): Promise<{ ids: Float64Array; rows: Buffer }>;
+    dispose(): void;
+  }
+
   interface Addon {
+    /** One fused optimizer step (or clip / unscale pass) over tensors named by index in `items`. */
+    optimStep(
+      config: OptimHyper & { threads?: number; gradScale?: number; clipNorms: Float64Array; items: Float64Array; sparse: { item: number; rows: Int32Array }[] },
+      ...tensors: NativeTensor[]
+    ): Promise<OptimStepResult>;
+    NativeSearchIndex: new (dim: number, storage: 'f32' | 'f16', device: string) => NativeSearchIndex;
     NativeMarginHead: new (options: NativeMarginHeadOptions) => NativeMarginHead;
     NativeCenterLoss: new (options: { embeddingSize: number; numClasses: number; lambda: number; alpha: number; device: string }) => NativeCenterLoss;
     init(errorClass: typeof FacecudaError): void;

@@ -33,7 +33,7 @@
  * const sched = new PolyWarmupLR({ base: 0.1, totalSteps, warmupSteps: 0 });
  * const { skipped, gradNorm } = await opt.step({ lr: sched.lrAt(step) });
  */
-import { addon } from './binding';
+import { addon, Binding } from './binding';
 import { FacecudaError, invalidParameterError, outOfRangeError, withCallSite } from './errors';
 import type { HeadParameters } from './heads';
 import { Tensor, tensorArg } from './tensor';
@@ -106,42 +106,10 @@ export interface OptimizerState {
   params: ParamState[];
 }
 
-/**
- * The native optimStep (native/binding/optim.cc). Declared here until lib/binding.ts, which this
- * module's owner does not edit, lists it: move it into Binding.Addon there.
- */
-interface NativeOptimResult {
-  skipped: boolean;
-  nonFiniteItem: number;
-  gradNorm: number;
-  groupNorms: Float64Array;
-  groupScales: Float64Array;
-  itemSumSq: Float64Array;
-}
-/** @internal The hyper-parameters of a native step. */
-export interface NativeHyper {
-  algo: number;
-  momentum?: number;
-  dampening?: number;
-  nesterov?: boolean;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-}
-interface OptimAddon {
-  optimStep(
-    config: NativeHyper & {
-      threads?: number;
-      gradScale?: number;
-      clipNorms: Float64Array;
-      items: Float64Array;
-      sparse: { item: number; rows: Int32Array }[];
-    },
-    ...tensors: NativeTensorHandle[]
-  ): Promise<NativeOptimResult>;
-}
+/** @internal The hyper-parameters of a native step (Binding.OptimStepConfig). */
+export type NativeHyper = Binding.OptimHyper;
 type NativeTensorHandle = ReturnType<typeof tensorArg>;
-const optimAddon = (): OptimAddon => addon() as unknown as OptimAddon;
+const optimAddon = (): Binding.Addon => addon();
 
 interface Entry {
   p: OptimParam;

@@ -24,7 +24,7 @@
 import { randomBytes } from 'crypto';
 import { promises as fsp } from 'fs';
 
-import { addon } from '../binding';
+import { addon, Binding } from '../binding';
 import { resolveDevice, DeviceName } from '../device';
 import { FacecudaError, invalidParameterError, outOfRangeError, withCallSite } from '../errors';
 import { atomicWriteFile, ioError } from '../fsutil';
@@ -63,22 +63,10 @@ export const MAX_K = 16384;
 const MAX_K_CUDA = 1024;
 const MAX_ID = Number.MAX_SAFE_INTEGER;
 
-interface NativeSearchIndex {
-  add(ids: Float64Array, vectors: Float32Array): number;
-  addRaw(ids: Float64Array, rows: Uint8Array): number;
-  remove(ids: Float64Array): number;
-  update(id: number, vector: Float32Array): void;
-  contains(id: number): boolean;
-  stats(): { size: number; numIds: number; maxRowsPerId: number };
-  search(q: Float32Array, Q: number, k: number, filter: Float64Array | undefined, aggregate: Aggregate): Promise<SearchResult>;
-  searchRange(q: Float32Array, Q: number, minScore: number, filter: Float64Array | undefined, aggregate: Aggregate): Promise<RangeSearchResult>;
-  exportRows(): Promise<{ ids: Float64Array; rows: Buffer }>;
-  dispose(): void;
-}
-type NativeCtor = new (dim: number, storage: IndexStorage, device: string) => NativeSearchIndex;
+type NativeSearchIndex = Binding.NativeSearchIndex;
 
-function nativeClass(): NativeCtor {
-  return (addon() as unknown as { NativeSearchIndex: NativeCtor }).NativeSearchIndex;
+function nativeClass(): Binding.Addon['NativeSearchIndex'] {
+  return addon().NativeSearchIndex;
 }
 
 // #region argument conversion
