@@ -732,7 +732,7 @@ std::vector<std::unique_ptr<OpCase>> gemm_cases() {
     o.max_threads = -1;
     sgemm(false, false, 2, 2, 2, 1, p, 2, p, 2, 0, p, 2, o);
   });
-  inv("precision=7", "Expected precision F32 (0), BF16 (1) or TF32 (2) but received 7", [p] {
+  inv("precision=7", "Expected precision F32 (0), BF16 (1), TF32 (2) or F16 (3) but received 7", [p] {
     GemmOptions o;
     o.precision = static_cast<GemmPrecision>(7);
     sgemm(false, false, 2, 2, 2, 1, p, 2, p, 2, 0, p, 2, o);
