@@ -24,6 +24,9 @@ export {
   iresnetArch, foldBatchNorms, mobileFaceNetArch, mobileFaceNetLargeArch, backboneArch, inferShapes, parameterCount, trainableParameterCount, macs,
   stateDictTensors, arcfacePreprocessing, alignmentTemplate, ARCFACE_TEMPLATE_112, BACKBONE_NAMES, BackboneArch, ArchNode, TensorSpec,
   Preprocessing, AlignmentTemplate, IResNetDepth,
+  mobileNetV3Arch, efficientNetArch, ghostNetArch, edgeNeXtArch, vitArch, deitArch, insightfaceVitArch, zooBackboneArch, ZOO_BACKBONE_NAMES,
+  makeDivisible, tfSamePadding, ZooBackboneName, ZooArchOptions, CnnPresetOptions, EdgeNeXtArchOptions, VitArchOptions, DeitArchOptions,
+  InsightfaceVitArchOptions, GhostNetVariant, AnyArchNode, ZooArchNode,
 } from './backbones/arch';
 export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
 export { Backbone, IResNet, loadOnnx, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';

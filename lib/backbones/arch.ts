@@ -8,6 +8,17 @@
  * | {@link iresnetArch} | r18, r34, r50, r100, r200 | §8.1 | arcface_torch backbones/iresnet.py |
  * | {@link mobileFaceNetArch} | mbf (blocks 1,4,6,2, scale 2) | §8.2 | arcface_torch backbones/mobilefacenet.py |
  * | {@link mobileFaceNetLargeArch} | mbf_large (blocks 2,8,12,4, scale 4) | §8.2 | the same file, get_mbf_large |
+ * | mobileNetV3Arch, efficientNetArch, ghostNetArch, edgeNeXtArch, vitArch, deitArch, insightfaceVitArch | {@link ZOO_BACKBONE_NAMES} | SPEC-BACKBONES §3–§7 | lib/backbones/arch-zoo.ts (re-exported here) |
+ *
+ * The second batch adds node kinds (SPEC-BACKBONES §9; {@link ZooArchNode}): activations (relu6,
+ * hardsigmoid with its torch/keras `form`, hardswish, silu, sigmoid, gelu), globalavgpool, mul
+ * (SE apply), layernorm (`layout` 'last' over token features or 'channels' over C of NCHW maps),
+ * layerscale, attention and xca (the attention cores between ordinary qkv/proj linear nodes),
+ * totokens/tomap, prependtokens (class/distillation tokens), posembed, fourierposembed, tokenpool,
+ * tokenmask, droppath, concat/slice (channels) and average, plus explicit asymmetric conv padding
+ * (`asymmetricPadding` [top, bottom, left, right], for TF/Keras "same"). Linear layers apply over
+ * the last dimension, so they also run per token. Graphs of those kinds are typed
+ * `BackboneArch<AnyArchNode>`; `BackboneArch` (= `BackboneArch<ArchNode>`) keeps the first batch's ops.
  *
  * A graph is a list of nodes in execution (topological) order. `nodes[0]` is the input; every other
  * node names the nodes it reads in `inputs`; `output` is the embedding. A node that is a PyTorch
@@ -25,7 +36,8 @@
  *   `num_batches_tracked` are buffers, counted only with `includeBuffers`;
  * - MACs are the multiply-accumulates of convolutions and linear layers for one sample at the
  *   model's input size (BN, PReLU, adds and dropout are not counted), which is what arcface_torch's
- *   flops.py (ptflops) prints as "GFLOPs".
+ *   flops.py (ptflops) prints as "GFLOPs"; for the second batch also the two attention matmuls
+ *   (2·T²·D; XCA 2·T·C·C/heads) and the Fourier encoding's 1×1 projection (SPEC-BACKBONES §0).
  *
  * @example
  * import { iresnetArch, parameterCount, macs, outputShape, stateDictTensors } from './backbones/arch';
@@ -37,6 +49,14 @@
  */
 import { FacecudaError, invalidParameterError, outOfRangeError } from '../errors';
 import { assertInteger, assertKnownOptions, assertNumber, COMMON_ALIASES, is, optionsObject } from '../validate';
+import { ZOO_BACKBONE_NAMES, ZooArchOptions, zooBackboneArch, ZooBackboneName } from './arch-zoo';
+
+// The second backbone batch's builders (SPEC-BACKBONES), defined in arch-zoo.ts.
+export {
+  CnnPresetOptions, deitArch, DeitArchOptions, edgeNeXtArch, EdgeNeXtArchOptions, efficientNetArch, ghostNetArch, GhostNetVariant,
+  insightfaceVitArch, InsightfaceVitArchOptions, makeDivisible, mobileNetV3Arch, vitArch, VitArchOptions, ZOO_BACKBONE_NAMES, ZooArchOptions,
+  zooBackboneArch, ZooBackboneName,
+} from './arch-zoo';
 
 // #region public types
 
@@ -51,10 +71,50 @@ export type ArchOp =
   | 'dropout'
   | 'linear'
   | 'flatten'
-  | 'add';
+  | 'add'
+  // second backbone batch (SPEC-BACKBONES §9)
+  | 'relu6'
+  | 'hardsigmoid'
+  | 'hardswish'
+  | 'silu'
+  | 'sigmoid'
+  | 'gelu'
+  | 'globalavgpool'
+  | 'mul'
+  | 'layernorm'
+  | 'layerscale'
+  | 'attention'
+  | 'xca'
+  | 'totokens'
+  | 'tomap'
+  | 'prependtokens'
+  | 'posembed'
+  | 'fourierposembed'
+  | 'tokenpool'
+  | 'tokenmask'
+  | 'droppath'
+  | 'concat'
+  | 'slice'
+  | 'average';
+
+/** The ops of the first backbone batch (IResNet, MobileFaceNet); every other {@link ArchOp} is newer. */
+export const BASE_ARCH_OPS: readonly ArchOp[] = Object.freeze(['input', 'conv2d', 'batchnorm2d', 'batchnorm1d', 'prelu', 'relu', 'dropout', 'linear', 'flatten', 'add']);
 
 /** What a tensor is to its layer; the last segment of its state-dict key. */
-export type TensorRole = 'weight' | 'bias' | 'running_mean' | 'running_var' | 'num_batches_tracked';
+export type TensorRole =
+  | 'weight'
+  | 'bias'
+  | 'running_mean'
+  | 'running_var'
+  | 'num_batches_tracked'
+  // layer scale (EdgeNeXt `gamma`, `gamma_xca`), XCA `temperature`, ViT tokens and positional embedding
+  | 'gamma'
+  | 'gamma_xca'
+  | 'temperature'
+  | 'cls_token'
+  | 'dist_token'
+  | 'pos_embed'
+  | 'mask_token';
 
 /**
  * How a tensor is initialized, with every derived number already resolved (a consumer samples it
@@ -137,9 +197,17 @@ export interface Conv2dNode extends NodeBase<'conv2d'> {
   readonly outC: number;
   readonly kernel: number;
   readonly stride: number;
+  /** Symmetric zero padding on every side (PyTorch `padding`); ignored when `asymmetricPadding` is present. */
   readonly padding: number;
   readonly groups: number;
   readonly bias: boolean;
+  /**
+   * Explicit zero padding [top, bottom, left, right], for TensorFlow/Keras "same" convolutions
+   * (SPEC-BACKBONES §0, §5.2: before ⌊P/2⌋, after ⌈P/2⌉): output ⌊(H + top + bottom − k)/s⌋ + 1.
+   * Present only where the padding is not symmetric; the builders resolve "same" to numbers for
+   * the model's input size (see {@link tfSamePadding}), so the executor never derives it.
+   */
+  readonly asymmetricPadding?: readonly [number, number, number, number];
 }
 
 /** Attributes shared by both BatchNorm kinds. */
@@ -174,7 +242,7 @@ export interface DropoutNode extends NodeBase<'dropout'> {
   readonly p: number;
 }
 
-/** y = x·Wᵀ (+ b), W [out, in]. */
+/** y = x·Wᵀ (+ b), W [out, in], over the last dimension: a vector [in] or every token of [T, in]. */
 export interface LinearNode extends NodeBase<'linear'> {
   readonly in: number;
   readonly out: number;
@@ -192,7 +260,147 @@ export interface AddNode extends NodeBase<'add'> {
   readonly inputs: readonly [string, string];
 }
 
-/** Any node of a backbone graph (discriminated by `op`). */
+/**
+ * Element-wise activations without parameters (SPEC-BACKBONES §9.1–9.6): ReLU6 min(max(x, 0), 6);
+ * hard-swish x·clamp((x+3)/6, 0, 1); SiLU x·σ(x); sigmoid σ(x); GELU x·Φ(x) (exact erf form).
+ */
+export type ActivationNode = NodeBase<'relu6' | 'hardswish' | 'silu' | 'sigmoid' | 'gelu'>;
+
+/**
+ * Hard-sigmoid: `form` 'torch' clamp((x+3)/6, 0, 1) (PyTorch/timm/cavaface); 'keras' clamp(0.2x + 0.5, 0, 1)
+ * (TF/Keras, GhostFaceNets). Different functions (§9.2).
+ */
+export interface HardSigmoidNode extends NodeBase<'hardsigmoid'> {
+  readonly form: 'torch' | 'keras';
+}
+
+/** Global average pool over H, W: [C, H, W] → [C, 1, 1] (keepdim, as nn.AdaptiveAvgPool2d(1)). */
+export type GlobalAvgPoolNode = NodeBase<'globalavgpool'>;
+
+/**
+ * y = x ⊙ g, `inputs` = [x, g]: g of x's shape, or a per-channel gate [C, 1, 1] or [C] broadcast over
+ * H, W of a map x [C, H, W] (the squeeze-excitation apply, §9.7).
+ */
+export interface MulNode extends NodeBase<'mul'> {
+  readonly inputs: readonly [string, string];
+}
+
+/**
+ * LayerNorm with affine weight and bias [features] (§9.9). `layout` 'last': over the last dimension
+ * (token features [T, C], or a vector [C]); 'channels': over C of a map [C, H, W] at every position
+ * (timm LayerNorm2d).
+ */
+export interface LayerNormNode extends NodeBase<'layernorm'> {
+  readonly features: number;
+  readonly eps: number;
+  readonly layout: 'last' | 'channels';
+}
+
+/** Per-channel learnable scale y = γ ⊙ x (EdgeNeXt `gamma`, `gamma_xca`; §9.14), with the layout of {@link LayerNormNode}. */
+export interface LayerScaleNode extends NodeBase<'layerscale'> {
+  readonly channels: number;
+  readonly layout: 'last' | 'channels';
+}
+
+/**
+ * Multi-head self-attention core (§9.10): input the qkv projection [T, 3·dim] (q, k, v blocks of dim,
+ * each split into `heads` heads of dim/heads), output the concatenated heads [T, dim] before the
+ * output projection. softmax(scale·QKᵀ)V per head, softmax in fp32. The qkv and output projections
+ * are ordinary `linear` nodes (their bias flags are `qkvBias`/`projBias` of the model), so a
+ * low-rank (LoRaLin) projection needs no new op.
+ */
+export interface AttentionNode extends NodeBase<'attention'> {
+  readonly dim: number;
+  readonly heads: number;
+  /** Multiplies QKᵀ: (dim/heads)^−½ for timm/insightface ViTs. */
+  readonly scale: number;
+}
+
+/**
+ * EdgeNeXt's cross-covariance ("transposed") attention core (§9.11): input qkv [T, 3·dim], output
+ * [T, dim]; per head q, k L2-normalized over the tokens, A = softmax(τ_h·q̂k̂ᵀ) (d×d), out = A·v. Owns
+ * the learnable temperature τ [heads, 1, 1] (`<module>.temperature`).
+ */
+export interface XcaNode extends NodeBase<'xca'> {
+  readonly dim: number;
+  readonly heads: number;
+}
+
+/** [C, H, W] → [H·W, C] (flatten(2).transpose(1, 2); tokens in row-major pixel order). */
+export type ToTokensNode = NodeBase<'totokens'>;
+
+/** [H·W, C] → [C, H, W], the inverse of {@link ToTokensNode}. */
+export interface ToMapNode extends NodeBase<'tomap'> {
+  readonly height: number;
+  readonly width: number;
+}
+
+/**
+ * Prepends learned tokens to the sequence: [T, D] → [T + count, D]; owns `cls_token` [1, 1, D] and,
+ * with count 2, `dist_token` [1, 1, D] (DeiT distillation), in that order.
+ */
+export interface PrependTokensNode extends NodeBase<'prependtokens'> {
+  readonly count: 1 | 2;
+  readonly dim: number;
+}
+
+/** Adds the learned positional embedding `pos_embed` [1, tokens, dim]. */
+export interface PosEmbedNode extends NodeBase<'posembed'> {
+  readonly tokens: number;
+  readonly dim: number;
+}
+
+/**
+ * EdgeNeXt's Fourier positional encoding (§6.3): reads a map [C, H, W] only for its H, W and outputs
+ * [H·W, dim] = a constant 2·hiddenDim-channel sin/cos table projected by a 1×1 conv
+ * (`<module>.token_projection.weight` [dim, 2·hiddenDim, 1, 1] and `.bias`).
+ */
+export interface FourierPosEmbedNode extends NodeBase<'fourierposembed'> {
+  readonly dim: number;
+  readonly hiddenDim: number;
+  readonly temperature: number;
+}
+
+/**
+ * Token pooling [T, D] → a vector: 'token' takes token `index` (the class token 0, DeiT's
+ * distillation token 1); 'mean' averages tokens `index`..T−1; 'flatten' gives [T·D] (insightface).
+ */
+export interface TokenPoolNode extends NodeBase<'tokenpool'> {
+  readonly mode: 'token' | 'mean' | 'flatten';
+  readonly index: number;
+}
+
+/**
+ * insightface ViT token masking (§9.18), placed where the mask tokens are re-inserted (after the
+ * final norm); owns `mask_token` [1, 1, dim]. With `ratio` 0 (the graphs here) it is the identity;
+ * the parameter exists in the reference state dict either way.
+ */
+export interface TokenMaskNode extends NodeBase<'tokenmask'> {
+  readonly ratio: number;
+  readonly dim: number;
+}
+
+/** Stochastic depth (§9.15): per sample keep with 1 − p and rescale by 1/(1 − p) in training; identity in eval. */
+export interface DropPathNode extends NodeBase<'droppath'> {
+  readonly p: number;
+}
+
+/** Concatenation of maps [Cᵢ, H, W] along channels. */
+export type ConcatNode = NodeBase<'concat'>;
+
+/** Channels start..start+length−1 of a map [C, H, W]. */
+export interface SliceNode extends NodeBase<'slice'> {
+  readonly start: number;
+  readonly length: number;
+}
+
+/** Element-wise mean of its inputs (equal shapes): DeiT-distilled's (head + head_dist)/2. */
+export type AverageNode = NodeBase<'average'>;
+
+/**
+ * A node of the first backbone batch (IResNet, MobileFaceNet; the ops of {@link BASE_ARCH_OPS}):
+ * what the native executor, ONNX import/export and checkpoints handle today.
+ */
 export type ArchNode =
   | InputNode
   | Conv2dNode
@@ -204,6 +412,31 @@ export type ArchNode =
   | LinearNode
   | FlattenNode
   | AddNode;
+
+/** The node kinds of the second backbone batch (SPEC-BACKBONES §9). */
+export type ZooArchNode =
+  | ActivationNode
+  | HardSigmoidNode
+  | GlobalAvgPoolNode
+  | MulNode
+  | LayerNormNode
+  | LayerScaleNode
+  | AttentionNode
+  | XcaNode
+  | ToTokensNode
+  | ToMapNode
+  | PrependTokensNode
+  | PosEmbedNode
+  | FourierPosEmbedNode
+  | TokenPoolNode
+  | TokenMaskNode
+  | DropPathNode
+  | ConcatNode
+  | SliceNode
+  | AverageNode;
+
+/** Any node of a backbone graph (discriminated by `op`): {@link ArchNode} or {@link ZooArchNode}. */
+export type AnyArchNode = ArchNode | ZooArchNode;
 
 /** The point order of the 5-point alignment template (image coordinates, x to the right). */
 export const LANDMARK_ORDER = ['leftEye', 'rightEye', 'nose', 'leftMouth', 'rightMouth'] as const;
@@ -296,15 +529,34 @@ export interface MobileFaceNetConfig {
   readonly inputSize: 112;
 }
 
-/** A backbone's architecture: the graph, its configuration and its preprocessing. */
-export interface BackboneArch {
+/**
+ * The resolved configuration of a second-batch backbone (SPEC-BACKBONES; built by lib/backbones/arch-zoo.ts).
+ * `preset` tells the face variant apart ('A' timm blocks + GDC, 'B' cavaface; see the builders).
+ */
+export interface ZooConfig {
+  readonly family: 'mobilenetv3' | 'efficientnet' | 'ghostnet' | 'edgenext' | 'vit' | 'deit' | 'if_vit';
+  readonly variant: string;
+  readonly preset?: string;
+  readonly embeddingSize: number;
+  readonly inputSize: number;
+  /** Every other option the builder resolved (JSON values only). */
+  readonly options?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/**
+ * A backbone's architecture: the graph, its configuration and its preprocessing. `N` is the node
+ * type: {@link ArchNode} (the default) for graphs of the first batch's ops, {@link AnyArchNode} for
+ * graphs that may use the newer ops (the builders of arch-zoo.ts); the analysis functions here take
+ * either, while consumers that handle only the first batch's ops (ONNX export/import) take the default.
+ */
+export interface BackboneArch<N extends AnyArchNode = ArchNode> {
   /** arcface_torch's `get_model` name ('r50', 'mbf', 'mbf_large'), or a descriptive one for custom MobileFaceNets. */
   readonly name: string;
-  readonly config: IResNetConfig | MobileFaceNetConfig;
+  readonly config: IResNetConfig | MobileFaceNetConfig | ZooConfig;
   /** Where the layout and the state-dict keys come from. */
   readonly reference: string;
   /** The nodes in execution order; `nodes[0]` is the input. */
-  readonly nodes: readonly ArchNode[];
+  readonly nodes: readonly N[];
   /** The id of the node whose output is the embedding. */
   readonly output: string;
   /** Per-sample input shape [3, H, W]. */
@@ -334,7 +586,7 @@ export interface NodeSummary {
   readonly outputShape: readonly number[];
   /** Parameter elements this node owns (buffers excluded). */
   readonly params: number;
-  /** Multiply-accumulates for one sample (conv and linear only, else 0). */
+  /** Multiply-accumulates for one sample (conv, linear, the attention matmuls and the Fourier projection; else 0). */
   readonly macs: number;
 }
 
@@ -393,6 +645,19 @@ const MBF_REFERENCE = 'deepinsight/insightface recognition/arcface_torch/backbon
 // #endregion
 
 // #region helpers shared with consumers
+
+/**
+ * TensorFlow/Keras "same" padding along one axis: [before, after] = [⌊P/2⌋, ⌈P/2⌉] with
+ * P = max((⌈size/stride⌉ − 1)·stride + kernel − size, 0); the output is ⌈size/stride⌉.
+ *
+ * @example
+ * tfSamePadding(112, 3, 2); // [0, 1]
+ * tfSamePadding(56, 5, 2);  // [1, 2]
+ */
+export function tfSamePadding(size: number, kernel: number, stride: number): readonly [number, number] {
+  const total = Math.max((Math.ceil(size / stride) - 1) * stride + kernel - size, 0);
+  return [Math.floor(total / 2), total - Math.floor(total / 2)];
+}
 
 /**
  * PyTorch's output size of a convolution along one axis: ⌊(size + 2·padding − kernel)/stride⌋ + 1
@@ -461,32 +726,38 @@ export function arcfacePreprocessing(inputSize: number): Preprocessing {
 
 // #region graph builder (internal)
 
-/** How a builder initializes convolution and linear weights. */
-interface WeightInit {
+/** How a builder initializes convolution and linear weights. @internal (exported for arch-zoo.ts) */
+export interface WeightInit {
   conv(outC: number, inPerGroup: number, kernel: number): InitSpec;
+  /** A conv bias (default: 0). */
+  convBias?(outC: number, inPerGroup: number, kernel: number): InitSpec;
   linearWeight(inF: number, outF: number): InitSpec;
   linearBias(inF: number, outF: number): InitSpec;
 }
 
-function constant(value: number): InitSpec {
+/** @internal */
+export function constant(value: number): InitSpec {
   return { kind: 'constant', value };
 }
 
 /** PyTorch kaiming_normal_(mode='fan_out', nonlinearity='relu'): fan_out = size(0)·receptive field. */
-function kaimingNormalFanOut(fanOut: number): InitSpec {
+/** @internal */
+export function kaimingNormalFanOut(fanOut: number): InitSpec {
   const gain = Math.SQRT2;
   return { kind: 'kaimingNormal', mode: 'fan_out', nonlinearity: 'relu', fan: fanOut, gain, std: gain / Math.sqrt(fanOut) };
 }
 
 /** PyTorch's default Linear weight init: kaiming_uniform_(a=√5), fan_in: bound 1/√fan_in. */
-function kaimingUniformDefault(fanIn: number): InitSpec {
+/** @internal */
+export function kaimingUniformDefault(fanIn: number): InitSpec {
   const a = Math.sqrt(5);
   const gain = Math.sqrt(2 / (1 + a * a));
   return { kind: 'kaimingUniform', mode: 'fan_in', a, fan: fanIn, gain, bound: gain * Math.sqrt(3 / fanIn) };
 }
 
 /** PyTorch's default Linear bias init: U(−1/√fan_in, 1/√fan_in). */
-function linearDefaultBias(fanIn: number): InitSpec {
+/** @internal */
+export function linearDefaultBias(fanIn: number): InitSpec {
   const bound = 1 / Math.sqrt(fanIn);
   return { kind: 'uniform', low: -bound, high: bound };
 }
@@ -505,7 +776,8 @@ const MBF_INIT: WeightInit = {
   linearBias: () => constant(0),
 };
 
-function internal(message: string): FacecudaError {
+/** @internal */
+export function internal(message: string): FacecudaError {
   return new FacecudaError('INTERNAL', `backbone graph: ${message}`);
 }
 
@@ -514,12 +786,13 @@ function internal(message: string): FacecudaError {
  * layers that depend on it (fc's input). {@link inferShapes} re-derives every shape from the finished
  * graph independently.
  */
-class GraphBuilder {
-  readonly nodes: ArchNode[] = [];
+export class GraphBuilder {
+  readonly nodes: AnyArchNode[] = [];
   private readonly shapes = new Map<string, readonly number[]>();
   private readonly tensorNames = new Set<string>();
 
-  constructor(private readonly init: WeightInit, channels: number, size: number) {
+  /** @internal (exported for lib/backbones/arch-zoo.ts only) */
+  constructor(readonly init: WeightInit, channels: number, size: number) {
     this.push({ id: 'input', op: 'input', inputs: [], module: null, tensors: [], channels, height: size, width: size }, [channels, size, size]);
   }
 
@@ -529,21 +802,25 @@ class GraphBuilder {
     return s;
   }
 
-  conv(module: string, from: string, outC: number, kernel: number, stride: number, padding: number, groups = 1): string {
+  conv(
+    module: string, from: string, outC: number, kernel: number, stride: number, padding: number, groups = 1,
+    extra: { bias?: boolean; asymmetricPadding?: readonly [number, number, number, number] } = {},
+  ): string {
     const [inC, h, w] = this.shape(from);
     if (inC % groups !== 0 || outC % groups !== 0) throw internal(`${module}: channels ${inC}→${outC} not divisible by groups ${groups}`);
-    const ho = convOutputSize(h, kernel, stride, padding);
-    const wo = convOutputSize(w, kernel, stride, padding);
+    const pads = extra.asymmetricPadding;
+    const ho = pads ? Math.floor((h + pads[0] + pads[1] - kernel) / stride) + 1 : convOutputSize(h, kernel, stride, padding);
+    const wo = pads ? Math.floor((w + pads[2] + pads[3] - kernel) / stride) + 1 : convOutputSize(w, kernel, stride, padding);
     if (ho < 1 || wo < 1) throw internal(`${module}: a ${kernel}×${kernel} kernel does not fit a ${h}×${w} input`);
     const weightShape = [outC, inC / groups, kernel, kernel];
+    const bias = extra.bias ?? false;
     const tensors = [this.tensor(module, 'weight', weightShape, 'parameter', true, this.init.conv(outC, inC / groups, kernel))];
-    return this.push(
-      { id: module, op: 'conv2d', inputs: [from], module, tensors, inC, outC, kernel, stride, padding, groups, bias: false },
-      [outC, ho, wo],
-    );
+    if (bias) tensors.push(this.tensor(module, 'bias', [outC], 'parameter', true, this.init.convBias?.(outC, inC / groups, kernel) ?? constant(0)));
+    const node = { id: module, op: 'conv2d', inputs: [from], module, tensors, inC, outC, kernel, stride, padding, groups, bias } as const;
+    return this.push(pads ? { ...node, asymmetricPadding: [...pads] as unknown as readonly [number, number, number, number] } : node, [outC, ho, wo]);
   }
 
-  batchNorm(op: 'batchnorm2d' | 'batchnorm1d', module: string, from: string, frozenWeight = false): string {
+  batchNorm(op: 'batchnorm2d' | 'batchnorm1d', module: string, from: string, frozenWeight = false, eps = BN_EPS): string {
     const shape = this.shape(from);
     const features = shape[0];
     const tensors = [
@@ -553,7 +830,7 @@ class GraphBuilder {
       this.tensor(module, 'running_var', [features], 'buffer', false, constant(1)),
       this.tensor(module, 'num_batches_tracked', [], 'buffer', false, constant(0)),
     ];
-    const attrs: BatchNormAttributes = { features, eps: BN_EPS, momentum: BN_MOMENTUM, affine: true, frozenWeight };
+    const attrs: BatchNormAttributes = { features, eps, momentum: BN_MOMENTUM, affine: true, frozenWeight };
     return this.push({ id: module, op, inputs: [from], module, tensors, ...attrs } as ArchNode, shape);
   }
 
@@ -574,10 +851,123 @@ class GraphBuilder {
   }
 
   linear(module: string, from: string, out: number, bias: boolean): string {
-    const [inF] = this.shape(from);
+    const shape = this.shape(from);
+    const inF = shape[shape.length - 1];
+    if (shape.length > 2) throw internal(`${module}: a linear layer on a [${shape}] input`);
     const tensors = [this.tensor(module, 'weight', [out, inF], 'parameter', true, this.init.linearWeight(inF, out))];
     if (bias) tensors.push(this.tensor(module, 'bias', [out], 'parameter', true, this.init.linearBias(inF, out)));
-    return this.push({ id: module, op: 'linear', inputs: [from], module, tensors, in: inF, out, bias }, [out]);
+    return this.push({ id: module, op: 'linear', inputs: [from], module, tensors, in: inF, out, bias }, [...shape.slice(0, -1), out]);
+  }
+
+  /** A node without tensors whose output has the input's shape (activations, drop path, token mask without tensor). */
+  same(op: 'relu' | 'relu6' | 'hardswish' | 'silu' | 'sigmoid' | 'gelu', id: string, from: string, module: string | null = null): string {
+    return this.push({ id, op, inputs: [from], module, tensors: [] } as AnyArchNode, this.shape(from));
+  }
+
+  hardSigmoid(id: string, from: string, form: 'torch' | 'keras', module: string | null = null): string {
+    return this.push({ id, op: 'hardsigmoid', inputs: [from], module, tensors: [], form }, this.shape(from));
+  }
+
+  dropPath(id: string, from: string, p: number): string {
+    return this.push({ id, op: 'droppath', inputs: [from], module: null, tensors: [], p }, this.shape(from));
+  }
+
+  globalAvgPool(id: string, from: string, module: string | null = null): string {
+    const [c] = this.shape(from);
+    return this.push({ id, op: 'globalavgpool', inputs: [from], module, tensors: [] }, [c, 1, 1]);
+  }
+
+  mul(id: string, x: string, gate: string): string {
+    return this.push({ id, op: 'mul', inputs: [x, gate], module: null, tensors: [] }, this.shape(x));
+  }
+
+  layerNorm(module: string, from: string, layout: 'last' | 'channels', eps: number, id = module): string {
+    const shape = this.shape(from);
+    const features = layout === 'channels' ? shape[0] : shape[shape.length - 1];
+    const tensors = [
+      this.tensor(module, 'weight', [features], 'parameter', true, constant(1)),
+      this.tensor(module, 'bias', [features], 'parameter', true, constant(0)),
+    ];
+    return this.push({ id, op: 'layernorm', inputs: [from], module, tensors, features, eps, layout }, shape);
+  }
+
+  /** Layer scale owning `<module>.<role>` (role 'gamma' or 'gamma_xca'). */
+  layerScale(id: string, module: string, role: 'gamma' | 'gamma_xca', from: string, layout: 'last' | 'channels', init: number): string {
+    const shape = this.shape(from);
+    const channels = layout === 'channels' ? shape[0] : shape[shape.length - 1];
+    const tensors = [this.tensor(module, role, [channels], 'parameter', true, constant(init))];
+    return this.push({ id, op: 'layerscale', inputs: [from], module, tensors, channels, layout }, shape);
+  }
+
+  attention(module: string, from: string, dim: number, heads: number, scale: number): string {
+    const [t] = this.shape(from);
+    return this.push({ id: module, op: 'attention', inputs: [from], module, tensors: [], dim, heads, scale }, [t, dim]);
+  }
+
+  xca(module: string, from: string, dim: number, heads: number): string {
+    const [t] = this.shape(from);
+    const tensors = [this.tensor(module, 'temperature', [heads, 1, 1], 'parameter', true, constant(1))];
+    return this.push({ id: module, op: 'xca', inputs: [from], module, tensors, dim, heads }, [t, dim]);
+  }
+
+  toTokens(id: string, from: string): string {
+    const [c, h, w] = this.shape(from);
+    return this.push({ id, op: 'totokens', inputs: [from], module: null, tensors: [] }, [h * w, c]);
+  }
+
+  toMap(id: string, from: string, height: number, width: number): string {
+    const [, c] = this.shape(from);
+    return this.push({ id, op: 'tomap', inputs: [from], module: null, tensors: [], height, width }, [c, height, width]);
+  }
+
+  /** Class token (and distillation token) under the top-level names `cls_token`, `dist_token`. */
+  prependTokens(id: string, from: string, count: 1 | 2, init: readonly InitSpec[]): string {
+    const [t, dim] = this.shape(from);
+    const tensors = [this.tensor(null, 'cls_token', [1, 1, dim], 'parameter', true, init[0])];
+    if (count === 2) tensors.push(this.tensor(null, 'dist_token', [1, 1, dim], 'parameter', true, init[1]));
+    return this.push({ id, op: 'prependtokens', inputs: [from], module: null, tensors, count, dim }, [t + count, dim]);
+  }
+
+  posEmbed(id: string, from: string, init: InitSpec): string {
+    const [tokens, dim] = this.shape(from);
+    const tensors = [this.tensor(null, 'pos_embed', [1, tokens, dim], 'parameter', true, init)];
+    return this.push({ id, op: 'posembed', inputs: [from], module: null, tensors, tokens, dim }, [tokens, dim]);
+  }
+
+  fourierPosEmbed(module: string, from: string, dim: number, hiddenDim = 32, temperature = 10000): string {
+    const [, h, w] = this.shape(from);
+    const tensors = [
+      this.tensor(`${module}.token_projection`, 'weight', [dim, 2 * hiddenDim, 1, 1], 'parameter', true, this.init.conv(dim, 2 * hiddenDim, 1)),
+      this.tensor(`${module}.token_projection`, 'bias', [dim], 'parameter', true, constant(0)),
+    ];
+    return this.push({ id: module, op: 'fourierposembed', inputs: [from], module, tensors, dim, hiddenDim, temperature }, [h * w, dim]);
+  }
+
+  tokenPool(id: string, from: string, mode: 'token' | 'mean' | 'flatten', index = 0): string {
+    const [t, d] = this.shape(from);
+    return this.push({ id, op: 'tokenpool', inputs: [from], module: null, tensors: [], mode, index }, mode === 'flatten' ? [t * d] : [d]);
+  }
+
+  tokenMask(id: string, from: string, ratio: number, init: InitSpec): string {
+    const shape = this.shape(from);
+    const dim = shape[1];
+    const tensors = [this.tensor(null, 'mask_token', [1, 1, dim], 'parameter', true, init)];
+    return this.push({ id, op: 'tokenmask', inputs: [from], module: null, tensors, ratio, dim }, shape);
+  }
+
+  concat(id: string, from: readonly string[]): string {
+    const shapes = from.map((f) => this.shape(f));
+    const c = shapes.reduce((a, s) => a + s[0], 0);
+    return this.push({ id, op: 'concat', inputs: [...from], module: null, tensors: [] }, [c, shapes[0][1], shapes[0][2]]);
+  }
+
+  slice(id: string, from: string, start: number, length: number): string {
+    const [, h, w] = this.shape(from);
+    return this.push({ id, op: 'slice', inputs: [from], module: null, tensors: [], start, length }, [length, h, w]);
+  }
+
+  average(id: string, from: readonly string[]): string {
+    return this.push({ id, op: 'average', inputs: [...from], module: null, tensors: [] }, this.shape(from[0]));
   }
 
   add(id: string, residual: string, shortcut: string): string {
@@ -587,15 +977,15 @@ class GraphBuilder {
     return this.push({ id, op: 'add', inputs: [residual, shortcut], module: null, tensors: [] }, a);
   }
 
-  private tensor(module: string, role: TensorRole, shape: number[], kind: 'parameter' | 'buffer', trainable: boolean, init: InitSpec): TensorSpec {
-    const name = `${module}.${role}`;
+  private tensor(module: string | null, role: TensorRole, shape: number[], kind: 'parameter' | 'buffer', trainable: boolean, init: InitSpec): TensorSpec {
+    const name = module === null ? role : `${module}.${role}`;
     if (this.tensorNames.has(name)) throw internal(`duplicate tensor '${name}'`);
     this.tensorNames.add(name);
     const dtype = role === 'num_batches_tracked' ? 'int64' : 'float32';
     return { name, role, shape, dtype, kind, trainable, init };
   }
 
-  private push(node: ArchNode, shape: readonly number[]): string {
+  private push(node: AnyArchNode, shape: readonly number[]): string {
     if (this.shapes.has(node.id)) throw internal(`duplicate node id '${node.id}'`);
     this.nodes.push(node);
     this.shapes.set(node.id, shape);
@@ -603,8 +993,8 @@ class GraphBuilder {
   }
 }
 
-/** Freezes an object graph (plain objects and arrays) in place. */
-function deepFreeze<T>(value: T): T {
+/** Freezes an object graph (plain objects and arrays) in place. @internal (exported for arch-zoo.ts) */
+export function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
@@ -700,7 +1090,7 @@ export function iresnetArch(depth: IResNetDepth, options?: IResNetArchOptions): 
     name: `r${depth}`,
     config,
     reference: IRESNET_REFERENCE,
-    nodes: g.nodes,
+    nodes: g.nodes as ArchNode[],
     output: x,
     inputShape: [3, inputSize, inputSize] as const,
     embeddingSize,
@@ -800,7 +1190,7 @@ export function mobileFaceNetArch(options?: MobileFaceNetArchOptions): BackboneA
     name,
     config,
     reference: MBF_REFERENCE,
-    nodes: g.nodes,
+    nodes: g.nodes as ArchNode[],
     output: x,
     inputShape: [3, 112, 112] as const,
     embeddingSize,
@@ -826,15 +1216,26 @@ export const BACKBONE_NAMES = ['r18', 'r34', 'r50', 'r100', 'r200', 'mbf', 'mbf_
 export type BackboneName = (typeof BACKBONE_NAMES)[number];
 
 /**
- * A backbone by its arcface_torch `get_model` name.
+ * A backbone by its arcface_torch `get_model` name, or by a second-batch preset name
+ * ({@link ZOO_BACKBONE_NAMES}: 'mobilenetv3_large', 'efficientnet_b0', 'ghostfacenet_v1_1.3_1',
+ * 'edgeface_s_gamma_05', 'vit_s', 'deit_s_distilled', 'if_vit_s', …; see arch-zoo.ts). Note that
+ * 'vit_s'/'vit_b' are timm's ViT-S/8 and ViT-B/8; insightface's get_model 'vit_s' is 'if_vit_s'.
  *
  * @example
  * backboneArch('r50', { embeddingSize: 256 }).embeddingSize; // 256
  * backboneArch('mbf').name;                                  // 'mbf'
+ * parameterCount(backboneArch('vit_s'));                     // 21641600
  */
-export function backboneArch(name: BackboneName, options?: IResNetArchOptions | MobileFaceNetArchOptions): BackboneArch {
+export function backboneArch(name: BackboneName, options?: IResNetArchOptions | MobileFaceNetArchOptions): BackboneArch;
+export function backboneArch(name: ZooBackboneName, options?: ZooArchOptions): BackboneArch<AnyArchNode>;
+export function backboneArch(name: BackboneName | ZooBackboneName, options?: IResNetArchOptions | MobileFaceNetArchOptions | ZooArchOptions): BackboneArch<AnyArchNode> {
   if (!is.string(name)) throw invalidParameterError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
-  if (!is.inArray(name, BACKBONE_NAMES)) throw outOfRangeError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
+  if (is.inArray(name, ZOO_BACKBONE_NAMES)) return zooBackboneArch(name, options as ZooArchOptions);
+  if (!is.inArray(name, BACKBONE_NAMES)) {
+    const e = outOfRangeError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
+    e.message += ` (second-batch backbones: ${ZOO_BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')})`;
+    throw e;
+  }
   if (name === 'mbf') return mobileFaceNetArch(options as MobileFaceNetArchOptions);
   if (name === 'mbf_large') return mobileFaceNetLargeArch(options as MobileFaceNetArchOptions);
   return iresnetArch(Number(name.slice(1)) as IResNetDepth, options as IResNetArchOptions);
@@ -917,7 +1318,7 @@ export function foldBatchNorms(arch: BackboneArch, pairs: readonly { readonly la
 
 // #region analysis
 
-function shapeMismatch(node: ArchNode, expected: string, actual: readonly number[]): FacecudaError {
+function shapeMismatch(node: AnyArchNode, expected: string, actual: readonly number[]): FacecudaError {
   return new FacecudaError('SHAPE_MISMATCH', `node '${node.id}' (${node.op}) expects ${expected} but receives [${actual.join(', ')}]`);
 }
 
@@ -935,7 +1336,7 @@ function shapeMismatch(node: ArchNode, expected: string, actual: readonly number
  * shapes.get('layer1.0.conv2'); // [8, 64, 56, 56]
  * shapes.get('features');       // [8, 512]
  */
-export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]): Map<string, readonly number[]> {
+export function inferShapes(arch: BackboneArch<AnyArchNode>, inputShape?: readonly number[]): Map<string, readonly number[]> {
   // Apply defaults
   const input = inputShape ?? [1, ...arch.inputShape];
 
@@ -945,7 +1346,7 @@ export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]):
 
   // Interpret options
   const shapes = new Map<string, readonly number[]>();
-  const get = (node: ArchNode, i: number): readonly number[] => {
+  const get = (node: AnyArchNode, i: number): readonly number[] => {
     const s = shapes.get(node.inputs[i]);
     if (!s) throw new FacecudaError('SHAPE_MISMATCH', `node '${node.id}' reads '${node.inputs[i]}', which is not an earlier node`);
     return s;
@@ -965,8 +1366,9 @@ export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]):
         if (node.inC % node.groups !== 0 || node.outC % node.groups !== 0) {
           throw shapeMismatch(node, `channels divisible by groups ${node.groups}`, s);
         }
-        const ho = convOutputSize(s[2], node.kernel, node.stride, node.padding);
-        const wo = convOutputSize(s[3], node.kernel, node.stride, node.padding);
+        const pads = node.asymmetricPadding;
+        const ho = pads ? Math.floor((s[2] + pads[0] + pads[1] - node.kernel) / node.stride) + 1 : convOutputSize(s[2], node.kernel, node.stride, node.padding);
+        const wo = pads ? Math.floor((s[3] + pads[2] + pads[3] - node.kernel) / node.stride) + 1 : convOutputSize(s[3], node.kernel, node.stride, node.padding);
         if (ho < 1 || wo < 1) throw shapeMismatch(node, `a map of at least ${node.kernel - 2 * node.padding} pixels`, s);
         out = [s[0], node.outC, ho, wo];
         break;
@@ -991,8 +1393,123 @@ export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]):
       }
       case 'relu':
       case 'dropout':
-        out = get(node, 0);
+      case 'relu6':
+      case 'hardsigmoid':
+      case 'hardswish':
+      case 'silu':
+      case 'sigmoid':
+      case 'gelu':
+      case 'droppath': {
+        const s = get(node, 0);
+        if (node.op === 'droppath' && !(node.p >= 0 && node.p < 1)) throw shapeMismatch(node, 'a drop probability in [0, 1)', s);
+        out = s;
         break;
+      }
+      case 'globalavgpool': {
+        const s = get(node, 0);
+        if (s.length !== 4) throw shapeMismatch(node, '[N, C, H, W]', s);
+        out = [s[0], s[1], 1, 1];
+        break;
+      }
+      case 'mul': {
+        const x = get(node, 0);
+        const g = get(node, 1);
+        const ok = x.join() === g.join()
+          || (x.length === 4 && g[0] === x[0] && g[1] === x[1] && (g.length === 2 || (g.length === 4 && g[2] === 1 && g[3] === 1)));
+        if (!ok) throw shapeMismatch(node, `a gate of [${x.join(', ')}], [${x[0]}, ${x[1]}, 1, 1] or [${x[0]}, ${x[1]}]`, g);
+        out = x;
+        break;
+      }
+      case 'layernorm':
+      case 'layerscale': {
+        const s = get(node, 0);
+        const f = node.op === 'layernorm' ? node.features : node.channels;
+        if (node.layout === 'channels' ? s.length !== 4 || s[1] !== f : s.length < 2 || s[s.length - 1] !== f) {
+          throw shapeMismatch(node, node.layout === 'channels' ? `[N, ${f}, H, W]` : `[N, ..., ${f}]`, s);
+        }
+        out = s;
+        break;
+      }
+      case 'attention':
+      case 'xca': {
+        const s = get(node, 0);
+        if (node.dim % node.heads !== 0) throw shapeMismatch(node, `dim ${node.dim} divisible by ${node.heads} heads`, s);
+        if (s.length !== 3 || s[2] !== 3 * node.dim) throw shapeMismatch(node, `qkv [N, T, ${3 * node.dim}]`, s);
+        out = [s[0], s[1], node.dim];
+        break;
+      }
+      case 'totokens': {
+        const s = get(node, 0);
+        if (s.length !== 4) throw shapeMismatch(node, '[N, C, H, W]', s);
+        out = [s[0], s[2] * s[3], s[1]];
+        break;
+      }
+      case 'tomap': {
+        const s = get(node, 0);
+        if (s.length !== 3 || s[1] !== node.height * node.width) throw shapeMismatch(node, `[N, ${node.height * node.width}, C] (${node.height}×${node.width} tokens)`, s);
+        out = [s[0], s[2], node.height, node.width];
+        break;
+      }
+      case 'prependtokens': {
+        const s = get(node, 0);
+        if (s.length !== 3 || s[2] !== node.dim) throw shapeMismatch(node, `[N, T, ${node.dim}]`, s);
+        out = [s[0], s[1] + node.count, s[2]];
+        break;
+      }
+      case 'posembed': {
+        const s = get(node, 0);
+        if (s.length !== 3 || s[1] !== node.tokens || s[2] !== node.dim) {
+          const inp = arch.nodes[0].op === 'input' ? arch.nodes[0] : null;
+          const sizes = inp ? ` (the model's ${inp.height}×${inp.width} input; this input is ${input[2]}×${input[3]})` : '';
+          throw shapeMismatch(node, `[N, ${node.tokens}, ${node.dim}]${sizes}`, s);
+        }
+        out = s;
+        break;
+      }
+      case 'fourierposembed': {
+        const s = get(node, 0);
+        if (s.length !== 4) throw shapeMismatch(node, '[N, C, H, W]', s);
+        out = [s[0], s[2] * s[3], node.dim];
+        break;
+      }
+      case 'tokenpool': {
+        const s = get(node, 0);
+        if (s.length !== 3 || node.index < 0 || node.index >= s[1]) throw shapeMismatch(node, `[N, T, D] with T > ${node.index}`, s);
+        out = node.mode === 'flatten' ? [s[0], s[1] * s[2]] : [s[0], s[2]];
+        break;
+      }
+      case 'tokenmask': {
+        const s = get(node, 0);
+        if (s.length !== 3 || s[2] !== node.dim) throw shapeMismatch(node, `[N, T, ${node.dim}]`, s);
+        out = s;
+        break;
+      }
+      case 'concat': {
+        const parts = node.inputs.map((_, i) => get(node, i));
+        const a = parts[0];
+        for (const b of parts) {
+          if (b.length !== 4 || a.length !== 4 || b[0] !== a[0] || b[2] !== a[2] || b[3] !== a[3]) throw shapeMismatch(node, `maps of [${a[0]}, C, ${a[2]}, ${a[3]}]`, b);
+        }
+        out = [a[0], parts.reduce((c, b) => c + b[1], 0), a[2], a[3]];
+        break;
+      }
+      case 'slice': {
+        const s = get(node, 0);
+        if (s.length !== 4 || node.start < 0 || node.length < 1 || node.start + node.length > s[1]) {
+          throw shapeMismatch(node, `a map of at least ${node.start + node.length} channels`, s);
+        }
+        out = [s[0], node.length, s[2], s[3]];
+        break;
+      }
+      case 'average': {
+        const a = get(node, 0);
+        node.inputs.forEach((_, i) => {
+          const b = get(node, i);
+          if (a.join() !== b.join()) throw shapeMismatch(node, `inputs of [${a.join(', ')}]`, b);
+        });
+        out = a;
+        break;
+      }
       case 'flatten': {
         const s = get(node, 0);
         out = [s[0], s.slice(1).reduce((a, b) => a * b, 1)];
@@ -1000,8 +1517,8 @@ export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]):
       }
       case 'linear': {
         const s = get(node, 0);
-        if (s.length !== 2 || s[1] !== node.in) throw shapeMismatch(node, `[N, ${node.in}]`, s);
-        out = [s[0], node.out];
+        if ((s.length !== 2 && s.length !== 3) || s[s.length - 1] !== node.in) throw shapeMismatch(node, s.length === 3 ? `[N, T, ${node.in}]` : `[N, ${node.in}]`, s);
+        out = [...s.slice(0, -1), node.out];
         break;
       }
       case 'add': {
@@ -1028,7 +1545,7 @@ export function inferShapes(arch: BackboneArch, inputShape?: readonly number[]):
  * @example
  * outputShape(mobileFaceNetArch(), [4, 3, 112, 112]); // [4, 512]
  */
-export function outputShape(arch: BackboneArch, inputShape?: readonly number[]): readonly number[] {
+export function outputShape(arch: BackboneArch<AnyArchNode>, inputShape?: readonly number[]): readonly number[] {
   const shape = inferShapes(arch, inputShape).get(arch.output);
   if (!shape) throw internal(`output node '${arch.output}' is not in the graph`);
   return shape;
@@ -1041,7 +1558,7 @@ export function outputShape(arch: BackboneArch, inputShape?: readonly number[]):
  * @example
  * stateDictTensors(iresnetArch(18)).map((t) => t.name).slice(0, 3); // ['conv1.weight', 'bn1.weight', 'bn1.bias']
  */
-export function stateDictTensors(arch: BackboneArch): TensorSpec[] {
+export function stateDictTensors(arch: BackboneArch<AnyArchNode>): TensorSpec[] {
   return arch.nodes.flatMap((n) => n.tensors);
 }
 
@@ -1058,7 +1575,7 @@ function elements(shape: readonly number[]): number {
  * parameterCount(iresnetArch(50));                            // 43590848
  * parameterCount(iresnetArch(50), { includeBuffers: true });  // 43629071 (+ 38144 running stats + 79 num_batches_tracked)
  */
-export function parameterCount(arch: BackboneArch, options?: ParameterCountOptions): number {
+export function parameterCount(arch: BackboneArch<AnyArchNode>, options?: ParameterCountOptions): number {
   const opts = optionsObject(options, 'options');
   assertKnownOptions(opts, 'parameterCount', ['includeBuffers']);
   const includeBuffers = opts.includeBuffers ?? false;
@@ -1075,7 +1592,7 @@ export function parameterCount(arch: BackboneArch, options?: ParameterCountOptio
  * @example
  * trainableParameterCount(iresnetArch(50)); // 43590336
  */
-export function trainableParameterCount(arch: BackboneArch): number {
+export function trainableParameterCount(arch: BackboneArch<AnyArchNode>): number {
   let n = 0;
   for (const t of stateDictTensors(arch)) if (t.trainable) n += elements(t.shape);
   return n;
@@ -1087,13 +1604,16 @@ export function trainableParameterCount(arch: BackboneArch): number {
  * @example
  * summarize(iresnetArch(18)).find((r) => r.id === 'fc'); // { op: 'linear', outputShape: [512], params: 12845568, macs: 12845056, ... }
  */
-export function summarize(arch: BackboneArch): NodeSummary[] {
+export function summarize(arch: BackboneArch<AnyArchNode>): NodeSummary[] {
   const shapes = inferShapes(arch);
   return arch.nodes.map((node) => {
     const outShape = (shapes.get(node.id) as readonly number[]).slice(1);
     let m = 0;
     if (node.op === 'conv2d') m = node.outC * (node.inC / node.groups) * node.kernel * node.kernel * outShape[1] * outShape[2];
-    else if (node.op === 'linear') m = node.in * node.out;
+    else if (node.op === 'linear') m = node.in * node.out * elements(outShape.slice(0, -1)); // per token
+    else if (node.op === 'attention') m = 2 * outShape[0] * outShape[0] * node.dim; // QKᵀ and PV over all heads
+    else if (node.op === 'xca') m = 2 * outShape[0] * node.dim * (node.dim / node.heads); // q̂k̂ᵀ (d×d per head) and A·v
+    else if (node.op === 'fourierposembed') m = 2 * node.hiddenDim * node.dim * outShape[0]; // the 1×1 projection
     let params = 0;
     for (const t of node.tensors) if (t.kind === 'parameter') params += elements(t.shape);
     return { id: node.id, op: node.op, module: node.module, outputShape: outShape, params, macs: m };
@@ -1107,7 +1627,7 @@ export function summarize(arch: BackboneArch): NodeSummary[] {
  * @example
  * macs(iresnetArch(100)) / 1e9; // 12.0896…
  */
-export function macs(arch: BackboneArch): number {
+export function macs(arch: BackboneArch<AnyArchNode>): number {
   return summarize(arch).reduce((a, r) => a + r.macs, 0);
 }
 

@@ -40,8 +40,8 @@ import { version } from '../system';
 import { Tensor, tensorArg } from '../tensor';
 import { assertBool, assertInteger, assertKnownOptions, assertString, is, optionsObject } from '../validate';
 import {
-  ArchNode, BACKBONE_NAMES, BackboneArch, arcfacePreprocessing, foldBatchNorms, BackboneName, IResNetDepth, InitSpec, Preprocessing, TensorSpec, inferShapes, iresnetArch,
-  mobileFaceNetArch, parameterCount as archParameterCount, stateDictTensors,
+  AnyArchNode, ArchNode, ArchOp, BACKBONE_NAMES, BackboneArch, arcfacePreprocessing, backboneArch, foldBatchNorms, BackboneName, IResNetDepth, InitSpec, Preprocessing,
+  TensorSpec, inferShapes, iresnetArch, mobileFaceNetArch, parameterCount as archParameterCount, stateDictTensors, ZOO_BACKBONE_NAMES, ZooBackboneName,
 } from './arch';
 import type { Binding } from '../binding';
 
@@ -234,6 +234,35 @@ function nativeInit(init: InitSpec): NativeTensorDesc['init'] {
   }
 }
 
+/**
+ * The node ops the native executor runs today (the addon's model description). Extend it as the
+ * native layers of the second backbone batch land (SPEC-BACKBONES §9).
+ */
+const NATIVE_OPS: ReadonlySet<ArchOp> = new Set<ArchOp>(['input', 'conv2d', 'batchnorm2d', 'batchnorm1d', 'prelu', 'relu', 'dropout', 'linear', 'flatten', 'add']);
+
+/**
+ * Refuses, before the addon sees it, a graph with a node the native executor cannot run: an op
+ * outside {@link NATIVE_OPS}, a conv with asymmetric padding, or a linear layer over tokens.
+ *
+ * @throws {FacecudaError} `NOT_IMPLEMENTED` naming the node, its op and the model.
+ */
+function assertNativeSupport(arch: BackboneArch<AnyArchNode>): asserts arch is BackboneArch {
+  let shapes: Map<string, readonly number[]> | null = null;
+  for (const node of arch.nodes) {
+    let what: string | null = null;
+    if (!NATIVE_OPS.has(node.op)) what = `op '${node.op}'`;
+    else if (node.op === 'conv2d' && node.asymmetricPadding !== undefined) what = "op 'conv2d' with asymmetric padding";
+    else if (node.op === 'linear') {
+      shapes ??= inferShapes(arch);
+      const inShape = shapes.get(node.inputs[0]);
+      if (inShape && inShape.length !== 2) what = "op 'linear' over tokens";
+    }
+    if (what !== null) {
+      throw new FacecudaError('NOT_IMPLEMENTED', `model '${arch.name}': ${what} (node '${node.id}') is not supported by the native executor yet`);
+    }
+  }
+}
+
 /** The native description of an arch (tensors in state-dict order, nodes by index). */
 function describe(arch: BackboneArch): NativeModelDesc {
   const specs = stateDictTensors(arch);
@@ -416,6 +445,7 @@ export class Backbone {
 
   /** @internal Use {@link Backbone.create}, {@link Backbone.fromArch} or {@link Backbone.load}. */
   protected constructor(arch: BackboneArch, rt: Runtime) {
+    assertNativeSupport(arch);
     const { device, seed, threads, precision, foldBatchNorm } = rt;
     this.arch = arch;
     this.device = device;
@@ -436,9 +466,18 @@ export class Backbone {
    * @throws TypeError / RangeError for bad options; `NOT_IMPLEMENTED` for a CUDA device
    * @example const mbf = Backbone.create('mbf', { embeddingSize: 512, seed: 1 });
    */
-  static create(name: BackboneName, options?: BackboneOptions): Backbone {
+  static create(name: BackboneName | ZooBackboneName, options?: BackboneOptions): Backbone {
     // Validate arguments
     if (!is.string(name)) throw invalidParameterError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
+    if (is.inArray(name, ZOO_BACKBONE_NAMES)) {
+      // Second-batch backbones (SPEC-BACKBONES): refused with NOT_IMPLEMENTED until the executor runs their ops.
+      const zooOpts = optionsObject(options, 'options');
+      assertKnownOptions(zooOpts, 'Backbone.create', ['embeddingSize', ...RUNTIME_KEYS]);
+      const zooRt = runtimeOptions(Object.fromEntries(RUNTIME_KEYS.filter((k) => zooOpts[k] !== undefined).map((k) => [k, zooOpts[k]])), 'Backbone.create');
+      const zooArch = backboneArch(name, zooOpts.embeddingSize !== undefined ? { embeddingSize: zooOpts.embeddingSize as number } : {});
+      assertNativeSupport(zooArch);
+      return new Backbone(zooArch, zooRt);
+    }
     if (!is.inArray(name, BACKBONE_NAMES)) throw outOfRangeError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
     const opts = optionsObject(options, 'options');
     assertKnownOptions(opts, 'Backbone.create', ['embeddingSize', 'dropout', 'inputSize', 'baseWidth', ...RUNTIME_KEYS]);
@@ -466,10 +505,11 @@ export class Backbone {
    * @throws `SHAPE_MISMATCH` / `INVALID_ARGUMENT` for an inconsistent graph
    * @example const model = Backbone.fromArch(myArch, { seed: 3 });
    */
-  static fromArch(arch: BackboneArch, options?: BackboneRuntimeOptions): Backbone {
+  static fromArch(arch: BackboneArch | BackboneArch<AnyArchNode>, options?: BackboneRuntimeOptions): Backbone {
     if (!is.object(arch) || !Array.isArray((arch as BackboneArch).nodes)) throw invalidParameterError('arch', 'a BackboneArch', arch);
     const rt = runtimeOptions(options, 'Backbone.fromArch');
     inferShapes(arch);
+    assertNativeSupport(arch);
     return new Backbone(arch, rt);
   }
 
