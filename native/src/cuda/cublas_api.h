@@ -63,6 +63,12 @@ typedef Status (*GemmExFn)(Handle, Operation transa, Operation transb, int m, in
                            const void* A, cudaDataType_t Atype, int lda, const void* B, cudaDataType_t Btype,
                            int ldb, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
                            ComputeType compute, GemmAlgo algo);  // cublasGemmEx
+typedef Status (*GemmStridedBatchedExFn)(Handle, Operation transa, Operation transb, int m, int n, int k,
+                                         const void* alpha, const void* A, cudaDataType_t Atype, int lda,
+                                         long long strideA, const void* B, cudaDataType_t Btype, int ldb,
+                                         long long strideB, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
+                                         long long strideC, int batch_count, ComputeType compute,
+                                         GemmAlgo algo);  // cublasGemmStridedBatchedEx
 typedef Status (*SgemmFn)(Handle, Operation transa, Operation transb, int m, int n, int k, const float* alpha,
                           const float* A, int lda, const float* B, int ldb, const float* beta, float* C,
                           int ldc);                             // cublasSgemm_v2
@@ -78,6 +84,7 @@ struct Api {
   SetWorkspaceFn set_workspace = nullptr;
   GemmExFn gemm_ex = nullptr;
   SgemmFn sgemm = nullptr;
+  GemmStridedBatchedExFn gemm_strided_batched_ex = nullptr;  // attention (cuda/layers_attn.cu)
   GetPropertyFn get_property = nullptr;
   StatusTextFn status_name = nullptr;    // optional
   StatusTextFn status_string = nullptr;  // optional

@@ -78,7 +78,8 @@ CublasState load_cublas() {
   spec.pip_dirs = {"cu13", "cublas"};
   spec.preload = {"libcublasLt.so.13"};
   spec.required_symbols = {"cublasCreate_v2",       "cublasDestroy_v2", "cublasSetStream_v2", "cublasSetMathMode",
-                           "cublasSetWorkspace_v2", "cublasGemmEx",     "cublasSgemm_v2",     "cublasGetProperty"};
+                           "cublasSetWorkspace_v2", "cublasGemmEx",     "cublasSgemm_v2",     "cublasGetProperty",
+                           "cublasGemmStridedBatchedEx"};
   dyn::Opened o = dyn::open_library(spec);
   s.info.tried = o.tried;
   for (const std::string& t : o.tried) {
@@ -98,6 +99,7 @@ CublasState load_cublas() {
   load_symbol(o.handle, "cublasSetWorkspace_v2", &a.set_workspace, &missing);
   load_symbol(o.handle, "cublasGemmEx", &a.gemm_ex, &missing);
   load_symbol(o.handle, "cublasSgemm_v2", &a.sgemm, &missing);
+  load_symbol(o.handle, "cublasGemmStridedBatchedEx", &a.gemm_strided_batched_ex, &missing);
   load_symbol(o.handle, "cublasGetProperty", &a.get_property, &missing);
   load_symbol(o.handle, "cublasGetStatusName", &a.status_name, nullptr);  // optional
   load_symbol(o.handle, "cublasGetStatusString", &a.status_string, nullptr);
