@@ -22,6 +22,34 @@ namespace layer_util {
 
 using Fn = std::function<CaseResult(Context&)>;
 
+// Σ a·b with Neumaier's compensated sum: the loss of a finite-difference check is then accurate to a
+// few ulps of Σ|a·b| whatever the length.
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0, comp = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double t = a[i] * b[i], u = s + t;
+    comp += std::fabs(s) >= std::fabs(t) ? (s - u) + t : (t - u) + s;
+    s = u;
+  }
+  return s + comp;
+}
+
+// Central differences of f at v with step h.
+inline std::vector<double> central_diff(std::vector<double> v, double h,
+                                        const std::function<double(const std::vector<double>&)>& f) {
+  std::vector<double> g(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double v0 = v[i];
+    v[i] = v0 + h;
+    const double lp = f(v);
+    v[i] = v0 - h;
+    const double lm = f(v);
+    v[i] = v0;
+    g[i] = (lp - lm) / (2 * h);
+  }
+  return g;
+}
+
 // One case: `test` and/or `grad` (either may be empty: that mode is not applicable). needs_cuda
 // cases skip with the context's reason when no device is usable; fc::Error becomes a failure.
 class FnCase : public OpCase {

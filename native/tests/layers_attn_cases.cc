@@ -281,12 +281,6 @@ std::vector<double> fd(std::vector<double>& x, const std::function<double()>& L,
   return out;
 }
 
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
 std::string grad_close(const char* what, const std::vector<float>& got, const std::vector<double>& ref) {
   double m = 0;
   for (double x : ref) m = std::max(m, std::fabs(x));

@@ -38,12 +38,15 @@
 #include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
 #include "harness.h"
+#include "layer_test_util.h"
 
 namespace fc {
 namespace test {
 namespace {
 
 using Vec = std::vector<double>;
+using layer_util::central_diff;
+using layer_util::dot;
 using nn::Conv2dParams;
 using nn::ExecOptions;
 
@@ -94,18 +97,6 @@ Vec absv(const Vec& v) {
   return a;
 }
 
-// Σ a·b with Neumaier's compensated sum: the loss of the finite differences is then accurate to a few
-// ulps of Σ|a·b| whatever the length (fd_noise below relies on it).
-double dot(const Vec& a, const Vec& b) {
-  double s = 0, comp = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double t = a[i] * b[i], u = s + t;
-    comp += std::fabs(s) >= std::fabs(t) ? (s - u) + t : (t - u) + s;
-    s = u;
-  }
-  return s + comp;
-}
-
 // Rounding noise of a central difference of L = Σ g·y(v) with step h: each y carries <= k roundings
 // of float64 (2^-53) relative to its magnitude, the compensated dot a few more, and the difference
 // of the two losses is divided by 2h: k·2^-53·Σ|g·y|/h bounds it.
@@ -113,21 +104,6 @@ double fd_noise(const Vec& g, const Vec& y, double h, double k) {
   double m = 0;
   for (size_t i = 0; i < g.size(); ++i) m += std::fabs(g[i] * y[i]);
   return k * std::ldexp(1.0, -53) * m / h + 1e-300;
-}
-
-// Central differences of f at v with step h.
-Vec central_diff(Vec v, double h, const std::function<double(const Vec&)>& f) {
-  Vec g(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    const double v0 = v[i];
-    v[i] = v0 + h;
-    const double lp = f(v);
-    v[i] = v0 - h;
-    const double lm = f(v);
-    v[i] = v0;
-    g[i] = (lp - lm) / (2 * h);
-  }
-  return g;
 }
 
 // The gradient of a LINEAR f by unit forward differences (exact up to float64 rounding): used for

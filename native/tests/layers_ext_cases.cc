@@ -76,27 +76,6 @@ std::string check(const char* what, const std::vector<float>& got, const Vec& re
   return "";
 }
 
-// Central differences of f at v, step h.
-Vec central_diff(Vec v, double h, const std::function<double(const Vec&)>& f) {
-  Vec g(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    const double v0 = v[i];
-    v[i] = v0 + h;
-    const double lp = f(v);
-    v[i] = v0 - h;
-    const double lm = f(v);
-    v[i] = v0;
-    g[i] = (lp - lm) / (2 * h);
-  }
-  return g;
-}
-
-double dot(const Vec& a, const Vec& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
 // ======================================================================== activations
 
 double act_ref(Activation a, double x) {
