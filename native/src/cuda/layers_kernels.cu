@@ -49,34 +49,7 @@ namespace {
 
 using fc::cuda::detail::grid_for;
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int64_t kPartElems = 4096;  // values per partial range at least (about)
-constexpr int64_t kMaxParts = 256;    // ranges per channel at most
-constexpr int64_t kMaxBlocks = int64_t(65535) * 8;
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// ---- the device, its stream and scratch
-
-struct On {
-  int dev;
-  cudaStream_t s;
-  explicit On(const Tensor& t) : dev(t.device().index), s(fc::cuda::detail::stream(dev)) {
-    fc::cuda::detail::DeviceGuard g(dev);
-  }
-};
-
-Tensor scratch_f32(int dev, int64_t n) {
-  return Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, Device::cuda(dev));
-}
-// n doubles (stored as int64 words).
-Tensor scratch_f64(int dev, int64_t n) {
-  return Tensor::empty({std::max<int64_t>(n, 1)}, DType::I64, Device::cuda(dev));
-}
-double* f64(const Tensor& t) { return static_cast<double*>(t.data()); }
-const float* opt(const Tensor& t) { return t.defined() ? t.data_as<float>() : nullptr; }
-float* opt_mut(const Tensor& t) { return t.defined() ? t.data_as<float>() : nullptr; }
+#include "cuda/layers_common.cuh"
 
 // (N, C, S) view: channel axis 1.
 struct Ncs {
