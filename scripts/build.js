@@ -146,8 +146,7 @@ function buildTs() {
 // compiled to CommonJS (one copy of the module state: the addon handle, the device queues); the ESM
 // entry re-exports its named exports, listed from the compiled module itself (which loads without the
 // addon), so `import { ArcFaceHead } from 'facecuda'` and `require('facecuda')` see the same objects.
-function writeEsmEntry() {
-  const dist = path.join(root, 'dist');
+function writeEsmEntry(dist = path.join(root, 'dist')) {
   const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(Object.keys(require(process.argv[1]))))', path.join(dist, 'index.js')], {
     encoding: 'utf8', env: { ...process.env, FACECUDA_ADDON: path.join(dist, 'no-addon-needed-to-list-exports') },
   });
@@ -178,9 +177,13 @@ function main() {
   log('build finished');
 }
 
-try {
-  main();
-} catch (e) {
-  process.stderr.write(`facecuda: ${e.message}\n`);
-  process.exit(1);
+module.exports = { writeEsmEntry };
+
+if (require.main === module) {
+  try {
+    main();
+  } catch (e) {
+    process.stderr.write(`facecuda: ${e.message}\n`);
+    process.exit(1);
+  }
 }

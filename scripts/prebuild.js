@@ -11,9 +11,10 @@
 //
 // Options:
 //   --archs="75-real;..."  CUDA architectures (default below; env FACECUDA_PREBUILD_ARCHS)
-//   --from-build           do not compile: package build/Release/facecuda.node as it is (the
+//   --from-build           do not compile: package <build-dir>/Release/facecuda.node as it is (the
 //                          developer/CI path: `npm install` already built it for sm_90; the packaging
 //                          test uses this so CI does not compile the CUDA sources a second time)
+//   --build-dir=DIR        with --from-build: the build folder (default build/; gpu-check uses build-gpu/)
 //   --out=DIR              write DIR/linux-x64/... instead of prebuilds/linux-x64/...
 'use strict';
 const { spawnSync } = require('child_process');
@@ -81,11 +82,12 @@ function main() {
   let built;
   let archs;
   const t0 = Date.now();
+  const fromDir = path.resolve(opt('build-dir', path.join(root, 'build')));
   if (fromBuild) {
-    built = path.join(root, 'build', 'Release', 'facecuda.node');
+    built = path.join(fromDir, 'Release', 'facecuda.node');
     if (!fs.existsSync(built)) throw new Error(`${built} does not exist: run npm run compile first`);
     // The architectures the local build used, from its CMake cache.
-    const cache = path.join(root, 'build', 'CMakeCache.txt');
+    const cache = path.join(fromDir, 'CMakeCache.txt');
     const m = fs.existsSync(cache) && /^FACECUDA_CUDA_ARCHS:STRING=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'));
     archs = m ? m[1].trim() : null;
   } else {
@@ -126,7 +128,7 @@ function main() {
     built: new Date().toISOString(),
     commit: gitCommit(),
     buildHost: { glibc: process.report.getReport().header.glibcVersionRuntime, node: process.version },
-    source: fromBuild ? 'build/Release/facecuda.node (npm run compile)' : 'scripts/prebuild.js',
+    source: fromBuild ? `${path.relative(root, built)} (packaged as built)` : 'scripts/prebuild.js',
   };
   const jsonTmp = path.join(dir, `facecuda.json.tmp-${process.pid}`);
   fs.writeFileSync(jsonTmp, JSON.stringify(requirements, null, 2) + '\n');
