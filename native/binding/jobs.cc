@@ -29,11 +29,12 @@ void call_js(Napi::Env env, Napi::Function, void*, Job* job) {
     owned.release();
     return;
   }
-  EnvData* d = env.GetInstanceData<EnvData>();
-  if (d && d->pending > 0 && --d->pending == 0) d->channel->tsfn.Unref(env);
   // Nothing may escape into Node: while a worker thread's env shuts down, JS can no longer run and
-  // every N-API call here can fail (node-addon-api then throws). Settling the promise is then moot.
+  // every N-API call here can fail (node-addon-api then throws: Unref included, which used to sit
+  // outside this try and could end the process with std::terminate). Settling the promise is then moot.
   try {
+    EnvData* d = env.GetInstanceData<EnvData>();
+    if (d && d->pending > 0 && --d->pending == 0) d->channel->tsfn.Unref(env);
     Napi::HandleScope scope(env);
     if (owned->error) {
       owned->deferred.Reject(make_error(env, owned->error));
