@@ -264,6 +264,19 @@ Problem make_problem(std::mt19937_64& rng, int64_t B, int64_t C, int64_t D, doub
   mix(pr.y[0], 0, -1.0, 0.15);  // fallback branch
   for (int64_t i = 1; i < B; ++i)
     if (!used.count(pr.y[i]) && u(rng) < 0.5) mix(pr.y[i], i, 0.3 + 1.5 * u(rng), 1.0);
+  // One row always has a moderately positive, unsaturated target cosine (c ≈ 0.85 ± 0.1): without
+  // it, an easy-margin head (margin only where c > 0) can draw a batch whose loss barely depends on
+  // the margin, and the 1e-3 mutant check below cannot tell the mutant apart (seen: --seed 134).
+  if (B >= 3) {
+    const int64_t i = B - 1;
+    if (used.count(pr.y[i]))
+      for (int64_t q = 0; q < C; ++q)
+        if (!used.count(q)) {
+          pr.y[i] = static_cast<int32_t>(q);
+          break;
+        }
+    if (!used.count(pr.y[i])) mix(pr.y[i], i, 0.8, 0.5);
+  }
   const int64_t ri = B > 1 ? 1 : 0;
   for (int rep = 0; rep < 2; ++rep) {
     int64_t j = -1;
