@@ -1529,8 +1529,10 @@ export function inferShapes(arch: BackboneArch<AnyArchNode>, inputShape?: readon
         break;
       }
       default: {
+        // A hand-made or loaded graph can name any op: an argument error, not an internal one.
         const never: never = node;
-        throw internal(`unknown op '${(never as ArchNode).op}'`);
+        const n = never as { id: string; op: unknown };
+        throw new FacecudaError('NOT_IMPLEMENTED', `node '${n.id}': unknown op '${String(n.op)}'`);
       }
     }
     shapes.set(node.id, Object.freeze([...out]));

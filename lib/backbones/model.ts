@@ -41,7 +41,7 @@ import { Tensor, tensorArg } from '../tensor';
 import { assertBool, assertInteger, assertKnownOptions, assertString, is, optionsObject } from '../validate';
 import {
   AnyArchNode, ArchNode, ArchOp, BACKBONE_NAMES, BackboneArch, arcfacePreprocessing, backboneArch, foldBatchNorms, BackboneName, IResNetDepth, InitSpec, Preprocessing,
-  TensorSpec, inferShapes, iresnetArch, mobileFaceNetArch, parameterCount as archParameterCount, stateDictTensors, ZOO_BACKBONE_NAMES, ZooBackboneName,
+  TensorSpec, inferShapes, iresnetArch, mobileFaceNetArch, parameterCount as archParameterCount, stateDictTensors, ZOO_BACKBONE_NAMES, ZooArchOptions, ZooBackboneName,
 } from './arch';
 import type { Binding } from '../binding';
 
@@ -59,7 +59,7 @@ interface NativeTensorDesc {
 
 /** One node of the native description (only its kind's attributes are read). */
 interface NativeNodeDesc {
-  kind: ArchNode['op'];
+  kind: AnyArchNode['op'];
   id: string;
   inputs: number[];
   channels?: number;
@@ -81,6 +81,22 @@ interface NativeNodeDesc {
   runningMean?: number;
   runningVar?: number;
   numBatchesTracked?: number;
+  // second backbone batch (SPEC-BACKBONES §9): native/include/facecuda/model.h's NodeDesc
+  asymmetricPadding?: number[];
+  form?: 'torch' | 'keras';
+  layout?: 'last' | 'channels';
+  dim?: number;
+  heads?: number;
+  scale?: number;
+  count?: number;
+  tokens?: number;
+  hiddenDim?: number;
+  temperature?: number;
+  mode?: 'token' | 'mean' | 'flatten';
+  index?: number;
+  start?: number;
+  length?: number;
+  ratio?: number;
 }
 
 interface NativeModelDesc {
@@ -234,37 +250,37 @@ function nativeInit(init: InitSpec): NativeTensorDesc['init'] {
   }
 }
 
-/**
- * The node ops the native executor runs today (the addon's model description). Extend it as the
- * native layers of the second backbone batch land (SPEC-BACKBONES §9).
- */
-const NATIVE_OPS: ReadonlySet<ArchOp> = new Set<ArchOp>(['input', 'conv2d', 'batchnorm2d', 'batchnorm1d', 'prelu', 'relu', 'dropout', 'linear', 'flatten', 'add']);
+/** The node ops the native executor runs: every {@link ArchOp} (SPEC-BACKBONES §9 included). */
+const NATIVE_OPS: ReadonlySet<ArchOp> = new Set<ArchOp>([
+  'input', 'conv2d', 'batchnorm2d', 'batchnorm1d', 'prelu', 'relu', 'dropout', 'linear', 'flatten', 'add',
+  'relu6', 'hardsigmoid', 'hardswish', 'silu', 'sigmoid', 'gelu', 'globalavgpool', 'mul', 'layernorm', 'layerscale',
+  'attention', 'xca', 'totokens', 'tomap', 'prependtokens', 'posembed', 'fourierposembed', 'tokenpool', 'tokenmask',
+  'droppath', 'concat', 'slice', 'average',
+]);
 
 /**
  * Refuses, before the addon sees it, a graph with a node the native executor cannot run: an op
- * outside {@link NATIVE_OPS}, a conv with asymmetric padding, or a linear layer over tokens.
+ * outside {@link NATIVE_OPS} (a hand-made or loaded graph), or token masking at a ratio above 0 (a
+ * training-time augmentation of insightface's ViT; the presets use 0).
+ *
+ * The assertion narrows to `BackboneArch` for the typing of the members that only handle the first
+ * batch's ops (ONNX export checks its ops itself at run time).
  *
  * @throws {FacecudaError} `NOT_IMPLEMENTED` naming the node, its op and the model.
  */
 function assertNativeSupport(arch: BackboneArch<AnyArchNode>): asserts arch is BackboneArch {
-  let shapes: Map<string, readonly number[]> | null = null;
   for (const node of arch.nodes) {
     let what: string | null = null;
-    if (!NATIVE_OPS.has(node.op)) what = `op '${node.op}'`;
-    else if (node.op === 'conv2d' && node.asymmetricPadding !== undefined) what = "op 'conv2d' with asymmetric padding";
-    else if (node.op === 'linear') {
-      shapes ??= inferShapes(arch);
-      const inShape = shapes.get(node.inputs[0]);
-      if (inShape && inShape.length !== 2) what = "op 'linear' over tokens";
-    }
+    if (!NATIVE_OPS.has(node.op)) what = `op '${String(node.op)}'`;
+    else if (node.op === 'tokenmask' && node.ratio !== 0) what = `op 'tokenmask' with ratio ${node.ratio}`;
     if (what !== null) {
-      throw new FacecudaError('NOT_IMPLEMENTED', `model '${arch.name}': ${what} (node '${node.id}') is not supported by the native executor yet`);
+      throw new FacecudaError('NOT_IMPLEMENTED', `model '${arch.name}': ${what} (node '${node.id}') is not supported by the native executor`);
     }
   }
 }
 
 /** The native description of an arch (tensors in state-dict order, nodes by index). */
-function describe(arch: BackboneArch): NativeModelDesc {
+function describe(arch: BackboneArch<AnyArchNode>): NativeModelDesc {
   const specs = stateDictTensors(arch);
   const tensorIndex = new Map(specs.map((t, i) => [t.name, i]));
   const nodeIndex = new Map(arch.nodes.map((n, i) => [n.id, i]));
@@ -288,6 +304,7 @@ function describe(arch: BackboneArch): NativeModelDesc {
         break;
       case 'conv2d':
         Object.assign(d, { inC: node.inC, outC: node.outC, kernel: node.kernel, stride: node.stride, padding: node.padding, groups: node.groups });
+        if (node.asymmetricPadding !== undefined) d.asymmetricPadding = [...node.asymmetricPadding];
         break;
       case 'batchnorm1d':
       case 'batchnorm2d':
@@ -305,11 +322,50 @@ function describe(arch: BackboneArch): NativeModelDesc {
       case 'linear':
         Object.assign(d, { inC: node.in, outC: node.out });
         break;
+      case 'hardsigmoid':
+        d.form = node.form;
+        break;
+      case 'layernorm':
+        Object.assign(d, { features: node.features, eps: node.eps, layout: node.layout });
+        break;
+      case 'layerscale':
+        Object.assign(d, { channels: node.channels, layout: node.layout, weight: role(node.tensors[0].role) });
+        break;
+      case 'attention':
+        Object.assign(d, { dim: node.dim, heads: node.heads, scale: node.scale });
+        break;
+      case 'xca':
+        Object.assign(d, { dim: node.dim, heads: node.heads, weight: role('temperature') });
+        break;
+      case 'tomap':
+        Object.assign(d, { height: node.height, width: node.width });
+        break;
+      case 'prependtokens':
+        Object.assign(d, { count: node.count, dim: node.dim, weight: role('cls_token'), bias: role('dist_token') });
+        break;
+      case 'posembed':
+        Object.assign(d, { tokens: node.tokens, dim: node.dim, weight: role('pos_embed') });
+        break;
+      case 'fourierposembed':
+        Object.assign(d, { dim: node.dim, hiddenDim: node.hiddenDim, temperature: node.temperature });
+        break;
+      case 'tokenpool':
+        Object.assign(d, { mode: node.mode, index: node.index });
+        break;
+      case 'tokenmask':
+        Object.assign(d, { ratio: node.ratio, dim: node.dim, weight: role('mask_token') });
+        break;
+      case 'droppath':
+        d.p = node.p;
+        break;
+      case 'slice':
+        Object.assign(d, { start: node.start, length: node.length });
+        break;
       default:
         break;
     }
-    d.weight = role('weight');
-    d.bias = role('bias');
+    d.weight ??= role('weight');
+    d.bias ??= role('bias');
     return d;
   });
   return { tensors, nodes, output: nodeIndex.get(arch.output) as number };
@@ -470,11 +526,12 @@ export class Backbone {
     // Validate arguments
     if (!is.string(name)) throw invalidParameterError('name', `one of ${BACKBONE_NAMES.map((n) => `'${n}'`).join(', ')}`, name);
     if (is.inArray(name, ZOO_BACKBONE_NAMES)) {
-      // Second-batch backbones (SPEC-BACKBONES): refused with NOT_IMPLEMENTED until the executor runs their ops.
+      // Second-batch backbones (SPEC-BACKBONES): embeddingSize, and dropPathRate for the EdgeNeXt and transformer presets.
       const zooOpts = optionsObject(options, 'options');
-      assertKnownOptions(zooOpts, 'Backbone.create', ['embeddingSize', ...RUNTIME_KEYS]);
+      assertKnownOptions(zooOpts, 'Backbone.create', ['embeddingSize', 'dropPathRate', ...RUNTIME_KEYS]);
       const zooRt = runtimeOptions(Object.fromEntries(RUNTIME_KEYS.filter((k) => zooOpts[k] !== undefined).map((k) => [k, zooOpts[k]])), 'Backbone.create');
-      const zooArch = backboneArch(name, zooOpts.embeddingSize !== undefined ? { embeddingSize: zooOpts.embeddingSize as number } : {});
+      const archOpts = Object.fromEntries((['embeddingSize', 'dropPathRate'] as const).filter((k) => zooOpts[k] !== undefined).map((k) => [k, zooOpts[k]]));
+      const zooArch = backboneArch(name, archOpts as ZooArchOptions);
       assertNativeSupport(zooArch);
       return new Backbone(zooArch, zooRt);
     }

@@ -7,7 +7,7 @@
  * It exists so that tests can make ONNX files of every arch without PyTorch (this importer's tests
  * now, onnxruntime parity later). Folding is done in float64.
  */
-import { ArchNode, BackboneArch, BatchNorm1dNode, BatchNorm2dNode } from '../backbones/arch';
+import { ArchNode, BASE_ARCH_OPS, BackboneArch, BatchNorm1dNode, BatchNorm2dNode } from '../backbones/arch';
 import { FacecudaError } from '../errors';
 import { ATTRIBUTE_TYPE, DATA_TYPE, emptyAttribute, OnnxAttribute, OnnxModelProto, OnnxNode, OnnxTensor } from './proto';
 
@@ -67,6 +67,12 @@ export function archToOnnx(
   tensors: ReadonlyMap<string, Float32Array>,
   options: ArchToOnnxOptions = {},
 ): { model: OnnxModelProto; fileTensors: Map<string, Float32Array> } {
+  // The exporter writes the first batch's ops (IResNet, MobileFaceNet); a graph of the second batch
+  // (SPEC-BACKBONES: activations, LayerNorm, attention, tokens, ...) is refused, naming the node.
+  const unsupported = (arch.nodes as readonly { id: string; op: string }[]).find((n) => !BASE_ARCH_OPS.includes(n.op as ArchNode['op']));
+  if (unsupported) {
+    throw new FacecudaError('NOT_IMPLEMENTED', `ONNX export of op '${unsupported.op}' (node '${unsupported.id}' of '${arch.name}') is not supported yet`);
+  }
   const fold = options.foldBatchNorm ?? true;
   const keep = new Set(options.keepUnfolded ?? []);
   const slopeShape = options.preluSlopeShape ?? 'C11';

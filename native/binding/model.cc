@@ -122,8 +122,14 @@ fc::ModelDesc parse_desc(const Napi::Object& o) {
     Napi::Object n = as_object(ns.Get(k), where);
     fc::NodeDesc nd;
     std::string kind = get_string(n, "kind", "", where);
-    FC_CHECK(fc::node_kind_from_name(kind, &nd.kind), InvalidArgument, "Expected a node kind for ", where,
+    FC_CHECK(fc::node_kind_from_name(kind, &nd.kind, &nd.act), InvalidArgument, "Expected a node kind for ", where,
              ".kind but received '", kind, "'");
+    if (kind == "hardsigmoid") {
+      const std::string form = get_string(n, "form", "torch", where);
+      FC_CHECK(form == "torch" || form == "keras", InvalidArgument, "Expected 'torch' or 'keras' for ", where,
+               ".form but received '", form, "'");
+      nd.act = form == "torch" ? fc::nn::Activation::kHardSigmoid : fc::nn::Activation::kHardSigmoidKeras;
+    }
     nd.id = get_string(n, "id", where, where);
     for (int64_t v : get_ints(n, "inputs", where)) nd.inputs.push_back(static_cast<int>(std::min<int64_t>(v, 1 << 30)));
     nd.channels = get_integer(n, "channels", 0, where);
@@ -140,6 +146,33 @@ fc::ModelDesc parse_desc(const Napi::Object& o) {
     nd.momentum = get_number(n, "momentum", 0.1, where);
     nd.frozen_weight = get_bool(n, "frozenWeight", false, where);
     nd.p = get_number(n, "p", 0, where);
+    Napi::Value pads = n.Get("asymmetricPadding");
+    if (!pads.IsUndefined()) {
+      const std::vector<int64_t> pv = get_ints(n, "asymmetricPadding", where);
+      FC_CHECK(pv.size() == 4, InvalidArgument, "Expected 4 values [top, bottom, left, right] for ", where,
+               ".asymmetricPadding but received ", pv.size());
+      nd.asymmetric = true;
+      nd.pad_t = pv[0];
+      nd.pad_b = pv[1];
+      nd.pad_l = pv[2];
+      nd.pad_r = pv[3];
+    }
+    nd.channels_layout = get_string(n, "layout", "last", where) == "channels";
+    nd.dim = get_integer(n, "dim", 0, where);
+    nd.heads = get_integer(n, "heads", 0, where);
+    nd.count = get_integer(n, "count", 0, where);
+    nd.tokens = get_integer(n, "tokens", 0, where);
+    nd.hidden = get_integer(n, "hiddenDim", 0, where);
+    nd.scale = get_number(n, "scale", 0, where);
+    nd.temperature = get_number(n, "temperature", 10000, where);
+    const std::string mode = get_string(n, "mode", "token", where);
+    FC_CHECK(mode == "token" || mode == "mean" || mode == "flatten", InvalidArgument,
+             "Expected 'token', 'mean' or 'flatten' for ", where, ".mode but received '", mode, "'");
+    nd.pool_mode = mode == "token" ? 0 : mode == "mean" ? 1 : 2;
+    nd.index = get_integer(n, "index", 0, where);
+    nd.start = get_integer(n, "start", 0, where);
+    nd.length = get_integer(n, "length", 0, where);
+    nd.ratio = get_number(n, "ratio", 0, where);
     auto idx = [&](const char* key) { return static_cast<int>(std::max<int64_t>(-1, std::min<int64_t>(get_integer(n, key, -1, where), 1 << 30))); };
     nd.weight = idx("weight");
     nd.bias = idx("bias");

@@ -2,8 +2,8 @@
 // counts of every preset (SPEC-BACKBONES §1–§7), MACs, BN buffers and per-block parameters against the
 // spec's own counter (../shared/docs/backbones-count.py, run with `python3 backbones-count.py rows`;
 // its numbers are copied below), shape inference to [N, 512], summaries, the state-dict names the
-// checkpoints need, the new ops' shape checks, and Backbone's NOT_IMPLEMENTED refusal of ops the
-// native executor does not run yet.
+// checkpoints need, the new ops' shape checks, what Backbone refuses (token masking above 0, unknown
+// ops, a ViT at another input size) and the executor's TF-'same' asymmetric padding.
 import {
   AnyArchNode, BackboneArch, backboneArch, Conv2dNode, deitArch, edgeNeXtArch, efficientNetArch, ghostNetArch, HardSigmoidNode, inferShapes,
   insightfaceVitArch, macs, makeDivisible, mobileNetV3Arch, outputShape, parameterCount, stateDictTensors, summarize, tfSamePadding,
@@ -11,6 +11,8 @@ import {
 } from '../../lib/backbones/arch';
 import { Backbone } from '../../lib/backbones/model';
 import { FacecudaError } from '../../lib/errors';
+import { archToOnnx } from '../../lib/onnx/export';
+import { Tensor } from '../../lib/tensor';
 
 // #region expectations
 
@@ -309,27 +311,73 @@ describe('layers and names the checkpoints need', () => {
   });
 });
 
-describe('Backbone refuses what the native executor does not run yet', () => {
-  it.each(['vit_s', 'mobilenetv3_large', 'edgeface_s_gamma_05', 'if_vit_s'] as const)('Backbone.create(%s) is NOT_IMPLEMENTED naming the op and the model', (name) => {
-    const [code, message] = codeOf(() => Backbone.create(name));
-    expect(code).toBe('NOT_IMPLEMENTED');
-    expect(message).toMatch(new RegExp(`^model '${name}': op '[a-z0-9]+'`));
+describe('Backbone: what the native executor refuses, and the asymmetric padding it runs', () => {
+  it('token masking above ratio 0 and ops it does not know are NOT_IMPLEMENTED, naming the node', () => {
+    const g = insightfaceVitArch('s');
+    const masked = { ...g, nodes: g.nodes.map((n) => (n.op === 'tokenmask' ? { ...n, ratio: 0.1 } : n)) } as BackboneArch<AnyArchNode>;
+    expect(codeOf(() => Backbone.fromArch(masked))).toEqual(['NOT_IMPLEMENTED', "model 'if_vit_s': op 'tokenmask' with ratio 0.1 (node 'mask') is not supported by the native executor"]);
+    const odd = { ...g, nodes: g.nodes.map((n) => (n.id === 'blocks.0.mlp.act' ? { ...n, op: 'swish2' } : n)) } as unknown as BackboneArch<AnyArchNode>;
+    expect(codeOf(() => Backbone.fromArch(odd))).toEqual(['NOT_IMPLEMENTED', "node 'blocks.0.mlp.act': unknown op 'swish2'"]);
   });
 
-  it('Backbone.create names the first unsupported op', () => {
-    expect(codeOf(() => Backbone.create('vit_s'))[1]).toBe("model 'vit_s': op 'totokens' (node 'patch_embed.flatten') is not supported by the native executor yet");
-    expect(codeOf(() => Backbone.create('mobilenetv3_large'))[1]).toMatch(/op 'hardswish' \(node 'bn1\.act'\)/);
+  it('ONNX export of a second-batch graph is NOT_IMPLEMENTED, naming the first op it cannot write', () => {
+    expect(codeOf(() => archToOnnx(vitArch('s') as unknown as BackboneArch, new Map()))).toEqual(['NOT_IMPLEMENTED', "ONNX export of op 'totokens' (node 'patch_embed.flatten' of 'vit_s') is not supported yet"]);
   });
 
-  it('Backbone.fromArch: new ops and asymmetric padding are refused', () => {
-    expect(codeOf(() => Backbone.fromArch(edgeNeXtArch('s')))[1]).toMatch(/^model 'edgenext_small': op 'layernorm' \(node 'stem\.1'\)/);
-    // A graph of first-batch ops only, but with a TF-same conv: still refused.
-    const g = ghostNetArch('v1-1.3-1');
-    const conv = g.nodes.find((n) => n.op === 'conv2d' && n.asymmetricPadding) as Conv2dNode;
+  it('a ViT built for 112×112 refuses another input size with SHAPE_MISMATCH', async () => {
+    const m = Backbone.create('deit_s', { seed: 1 });
+    try {
+      await expect(m.forward(new Float32Array(2 * 3 * 96 * 96))).rejects.toMatchObject({ code: 'SHAPE_MISMATCH' });
+    } finally {
+      m.dispose();
+    }
+  });
+
+  it("TF-'same' asymmetric padding (GhostFaceNets' stride-2 convs) matches a float64 direct convolution", async () => {
+    // A depthwise 3×3 stride-2 conv on 7×6 with padding [top 0, bottom 1, left 1, right 1] (rows and
+    // columns padded differently, and the two sides of a row differently).
+    const [C, H, W, K, S] = [3, 7, 6, 3, 2];
+    const pads = [0, 1, 1, 1] as const;
+    const conv = ghostNetArch('v1-1.3-1').nodes.find((n) => n.op === 'conv2d' && n.asymmetricPadding) as Conv2dNode;
     const tiny: BackboneArch<AnyArchNode> = {
-      ...g, name: 'tiny_same', nodes: [g.nodes[0], { ...conv, id: 'c', module: 'c', inputs: ['input'], inC: 3, outC: 3, groups: 3, tensors: [{ ...conv.tensors[0], name: 'c.weight', shape: [3, 1, 3, 3] }] }],
+      ...ghostNetArch('v1-1.3-1'), name: 'tiny_same', inputShape: [C, H, W] as unknown as readonly [number, number, number],
+      nodes: [
+        { id: 'input', op: 'input', inputs: [], module: null, tensors: [], channels: C, height: H, width: W },
+        { ...conv, id: 'c', module: 'c', inputs: ['input'], inC: C, outC: C, groups: C, kernel: K, stride: S, padding: 0, asymmetricPadding: pads, tensors: [{ ...conv.tensors[0], name: 'c.weight', shape: [C, 1, K, K] }] },
+      ],
       output: 'c',
     };
-    expect(codeOf(() => Backbone.fromArch(tiny))).toEqual(['NOT_IMPLEMENTED', "model 'tiny_same': op 'conv2d' with asymmetric padding (node 'c') is not supported by the native executor yet"]);
+    const m = Backbone.fromArch(tiny, { seed: 5 });
+    try {
+      const x = Float32Array.from({ length: 2 * C * H * W }, (_, i) => Math.sin(1.3 * i + 0.2));
+      const w = await m.getParameter('c.weight') as Float32Array;
+      const y = await (await m.forward(Tensor.from(x, [2, C, H, W]))).toArray() as Float32Array;
+      const OH = Math.floor((H + pads[0] + pads[1] - K) / S) + 1;
+      const OW = Math.floor((W + pads[2] + pads[3] - K) / S) + 1;
+      expect(y.length).toBe(2 * C * OH * OW);
+      for (let n = 0; n < 2; n++) for (let c = 0; c < C; c++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++) {
+        let acc = 0;
+        for (let ky = 0; ky < K; ky++) for (let kx = 0; kx < K; kx++) {
+          const iy = oy * S + ky - pads[0];
+          const ix = ox * S + kx - pads[2];
+          if (iy >= 0 && iy < H && ix >= 0 && ix < W) acc += x[((n * C + c) * H + iy) * W + ix] * w[(c * K + ky) * K + kx];
+        }
+        expect(Math.abs(y[((n * C + c) * OH + oy) * OW + ox] - acc)).toBeLessThan(1e-5 * (1 + Math.abs(acc)));
+      }
+      // The gradient reaches the input only inside the padding: backward of Σ y·1.
+      const dx = await m.backward(Tensor.from(new Float32Array(2 * C * OH * OW).fill(1), [2, C, OH, OW]), { inputGrad: true });
+      const d = await (dx as NonNullable<typeof dx>).toArray() as Float32Array;
+      for (let c = 0; c < C; c++) for (let iy = 0; iy < H; iy++) for (let ix = 0; ix < W; ix++) {
+        let acc = 0;
+        for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++) {
+          const ky = iy + pads[0] - oy * S;
+          const kx = ix + pads[2] - ox * S;
+          if (ky >= 0 && ky < K && kx >= 0 && kx < K) acc += w[(c * K + ky) * K + kx];
+        }
+        expect(Math.abs(d[(c * H + iy) * W + ix] - acc)).toBeLessThan(1e-5 * (1 + Math.abs(acc)));
+      }
+    } finally {
+      m.dispose();
+    }
   });
 });

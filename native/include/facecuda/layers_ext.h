@@ -126,5 +126,19 @@ void channel_mul_forward(const Tensor& x, const Tensor& g, const Tensor& y, cons
 void channel_mul_backward(const Tensor& dy, const Tensor& x, const Tensor& g, const Tensor& dx, const Tensor& dg,
                           const ExecOptions& ex = ExecOptions());
 
+// ---- strided views: the executor's layout ops (tokens ↔ maps, qkv head split, concat/slice,
+// class tokens, positional embeddings)
+// dst = alpha·src, or dst += alpha·src with accumulate, element by element over two views of the
+// same shape (rank <= 5, any strides; src may broadcast with stride-0 axes, Tensor::expand). dst must
+// not overlap src and must not have stride-0 axes. The float operations are alpha·s (+ d): bitwise
+// the same on both devices.
+void strided_copy(const Tensor& src, const Tensor& dst, float alpha = 1.0f, bool accumulate = false,
+                  const ExecOptions& ex = ExecOptions());
+
+// dst[...] = Σ_n src[n, ...] (accumulate: dst += that sum) for src (N, ...) of rank 2..5 with any
+// strides and dst contiguous of numel(src)/N elements (any shape): the batch sum of a broadcast
+// parameter's gradient (class token, positional embedding). Double sums over n in order, one rounding.
+void sum_batch(const Tensor& src, const Tensor& dst, bool accumulate, const ExecOptions& ex = ExecOptions());
+
 }  // namespace nn
 }  // namespace fc

@@ -48,15 +48,25 @@
 
 #include "facecuda/device.h"
 #include "facecuda/layers.h"
+#include "facecuda/layers_ext.h"
 #include "facecuda/tensor.h"
 
 namespace fc {
 
-enum class NodeKind { Input, Conv2d, BatchNorm2d, BatchNorm1d, PReLU, ReLU, Dropout, Linear, Flatten, Add };
+enum class NodeKind {
+  Input, Conv2d, BatchNorm2d, BatchNorm1d, PReLU, ReLU, Dropout, Linear, Flatten, Add,
+  // The second backbone batch (SPEC-BACKBONES §9; lib/backbones/arch.ts's ZooArchNode):
+  Activation, GlobalAvgPool, Mul, LayerNorm, LayerScale, Attention, Xca, ToTokens, ToMap, PrependTokens,
+  PosEmbed, FourierPosEmbed, TokenPool, TokenMask, DropPath, Concat, Slice, Average
+};
 
-// "input", "conv2d", "batchnorm2d", "batchnorm1d", "prelu", "relu", "dropout", "linear", "flatten",
-// "add" (arch.ts's op names); false for anything else.
-bool node_kind_from_name(const std::string& name, NodeKind* out);
+// arch.ts's op names: "input", "conv2d", "batchnorm2d", "batchnorm1d", "prelu", "relu", "dropout",
+// "linear", "flatten", "add", the activations "relu6", "hardswish", "silu", "sigmoid", "gelu" and
+// "hardsigmoid" (all NodeKind::Activation: `act` says which; hardsigmoid's form is the binding's to
+// set), "globalavgpool", "mul", "layernorm", "layerscale", "attention", "xca", "totokens", "tomap",
+// "prependtokens", "posembed", "fourierposembed", "tokenpool", "tokenmask", "droppath", "concat",
+// "slice", "average"; false for anything else.
+bool node_kind_from_name(const std::string& name, NodeKind* out, nn::Activation* act = nullptr);
 const char* node_kind_name(NodeKind k);
 
 // How a tensor starts. Values come from a counter-based generator: element i of tensor t is a pure
@@ -90,9 +100,29 @@ struct NodeDesc {
   int64_t features = 0;
   double eps = 1e-5, momentum = 0.1;
   bool frozen_weight = false;
-  // dropout
+  // dropout, droppath
   double p = 0;
-  // tensors
+  // conv2d: asymmetric zero padding (top, bottom, left, right) instead of `padding` when asymmetric
+  // (TF "same" padding of Keras-trained weights)
+  bool asymmetric = false;
+  int64_t pad_t = 0, pad_b = 0, pad_l = 0, pad_r = 0;
+  // activation
+  nn::Activation act = nn::Activation::kReLU6;
+  // layernorm, layerscale: over the channels of an NCHW map (else the last axis)
+  bool channels_layout = false;
+  // attention, xca: dim (3·dim inputs → dim outputs), heads; attention: the QKᵀ scale.
+  // prependtokens: dim, count (1 class token, 2 with the distillation token); posembed: tokens, dim;
+  // fourierposembed: dim, hidden (channels per axis of the table), temperature
+  int64_t dim = 0, heads = 0, count = 0, tokens = 0, hidden = 0;
+  double scale = 0, temperature = 10000;
+  // tokenpool: 0 token `index`, 1 mean of tokens index.., 2 flatten; slice: start, length (channels)
+  int pool_mode = 0;
+  int64_t index = 0, start = 0, length = 0;
+  // tokenmask: the mask ratio (only 0, the identity, runs)
+  double ratio = 0;
+  // tensors. Besides the obvious owners: layerscale weight = gamma; xca weight = temperature
+  // [heads, 1, 1]; prependtokens weight = cls_token, bias = dist_token; posembed weight = pos_embed;
+  // tokenmask weight = mask_token; fourierposembed weight/bias = token_projection's.
   int weight = -1, bias = -1, running_mean = -1, running_var = -1, num_batches_tracked = -1;
 };
 
@@ -175,6 +205,28 @@ class Model {
   void accumulate_into(size_t j, const Tensor& g);
   Tensor scratch_for(size_t j);
   nn::DropoutParams dropout_params(size_t node) const;
+  // Per-node saved state (LayerNorm statistics, attention's head-split q/k/v and probabilities, ...):
+  // aux(i, k, shape) is buffer k of node i viewed as `shape`, grown (never shrunk) as needed. A
+  // forward's buffers keep their contents until the next forward.
+  Tensor aux(size_t i, size_t k, const std::vector<int64_t>& shape);
+  // Input j's gradient in a backward: dx_begin gives the tensor to write (j's own gradient on the
+  // first contribution, else scratch; undefined when j's gradient is not wanted), dx_end adds the
+  // scratch in. dx_sink is for ops that add into a part of it: the tensor, and whether to accumulate
+  // (zero-filled first when the op covers only part of it).
+  Tensor dx_begin(size_t j, bool* first);
+  void dx_end(size_t j, bool first, const Tensor& dx);
+  struct DxSink {
+    Tensor t;
+    bool accumulate = false;
+  };
+  DxSink dx_sink(size_t j, bool covers_all);
+  // The node ops of the second batch (model.cc).
+  void conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y);
+  void linear_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y);
+  void forward_ext(size_t i, const Tensor& in, const Tensor& y);
+  void backward_ext(size_t i, const Tensor& g);
+  void attention_core(size_t i, bool save);
+  const Tensor& fourier_table(size_t i, int64_t h, int64_t w);
   // Eval folding: which pairs fold (constructor), rebuilding the folded weights when needed, and
   // the unfolded outputs a backward after a folded forward needs.
   void plan_folds();
@@ -212,6 +264,10 @@ class Model {
   bool fused(size_t bn, bool fold_mode) const {
     return prelu_of_bn_[bn] >= 0 && !(fold_mode && folded_in_[bn] >= 0);
   }
+  std::vector<std::vector<Tensor>> aux_;
+  std::vector<char> probs_saved_;   // attention: the last forward kept P (training) for its backward
+  std::vector<Tensor> table_;       // fourierposembed: the constant table for table_hw_
+  std::vector<std::pair<int64_t, int64_t>> table_hw_;
   bool have_forward_ = false;
   bool last_training_ = false;
   uint64_t last_step_ = 0;

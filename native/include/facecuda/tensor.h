@@ -70,6 +70,9 @@ class Tensor {
   Tensor reshape(const std::vector<int64_t>& shape) const;  // contiguous only; one -1 allowed
   Tensor narrow(int axis, int64_t start, int64_t length) const;
   Tensor transpose(int a, int b) const;
+  // The same rank with every size-1 axis of this tensor broadcast to shape[axis] (stride 0); other
+  // axes must keep their size. A read-only view: no op writes through a stride-0 axis.
+  Tensor expand(const std::vector<int64_t>& shape) const;
 
   // Copies the contents into contiguous host memory `dst` of nbytes(). Runs on the caller's thread:
   // call it from the device's queue thread (CUDA: synchronous D2H on the device stream).

@@ -45,6 +45,15 @@ void channel_mul_forward(const Tensor& x, const Tensor& g, const Tensor& y, int6
 void channel_mul_backward(const Tensor& dy, const Tensor& x, const Tensor& g, const Tensor& dx, const Tensor& dg,
                           int64_t N, int64_t C, int64_t S);
 
+// The strided ops: a view of rank <= 5 as sizes and element strides (src, dst); sum_batch sums axis 0
+// of src into the contiguous dst (the other axes in row-major order).
+struct StridedView {
+  int rank = 0;
+  int64_t size[kMaxRank] = {0}, src[kMaxRank] = {0}, dst[kMaxRank] = {0};
+};
+void strided_copy(const Tensor& src, const Tensor& dst, const StridedView& v, float alpha, bool accumulate);
+void sum_batch(const Tensor& src, const Tensor& dst, const StridedView& v, bool accumulate);
+
 }  // namespace cuda_nn
 }  // namespace nn
 }  // namespace fc

@@ -14,6 +14,8 @@
 #include "common/margin_math.h"
 #include "facecuda/cuda.h"
 #include "facecuda/error.h"
+#include "facecuda/layers_attn.h"
+#include "facecuda/layers_ext.h"
 
 namespace fc {
 
@@ -39,7 +41,27 @@ int64_t numel_of(const std::vector<int64_t>& s) {
 }
 
 std::string node_label(const NodeDesc& n, size_t i) {
-  return str("node ", i, " '", n.id, "' (", node_kind_name(n.kind), ")");
+  return str("node ", i, " '", n.id, "' (",
+             n.kind == NodeKind::Activation ? nn::activation_name(n.act) : node_kind_name(n.kind), ")");
+}
+
+// Nodes whose output is a view of their input (no buffer of their own; the backward passes the
+// gradient through).
+bool is_view_node(const NodeDesc& n) {
+  return n.kind == NodeKind::Flatten || n.kind == NodeKind::TokenMask ||
+         (n.kind == NodeKind::TokenPool && n.pool_mode == 2);
+}
+
+// The number of inputs a kind takes (-1: one or more).
+int inputs_of(NodeKind k) {
+  switch (k) {
+    case NodeKind::Input: return 0;
+    case NodeKind::Add:
+    case NodeKind::Mul: return 2;
+    case NodeKind::Concat:
+    case NodeKind::Average: return -1;
+    default: return 1;
+  }
 }
 
 void fill_init(Tensor& t, const InitDesc& init, uint64_t seed, uint64_t index) {
@@ -115,15 +137,49 @@ void check_tensor(const ModelDesc& d, int idx, const char* role, const std::vect
 
 }  // namespace
 
-bool node_kind_from_name(const std::string& name, NodeKind* out) {
+bool node_kind_from_name(const std::string& name, NodeKind* out, nn::Activation* act) {
   static const std::pair<const char*, NodeKind> kinds[] = {
-      {"input", NodeKind::Input},     {"conv2d", NodeKind::Conv2d}, {"batchnorm2d", NodeKind::BatchNorm2d},
-      {"batchnorm1d", NodeKind::BatchNorm1d}, {"prelu", NodeKind::PReLU},   {"relu", NodeKind::ReLU},
-      {"dropout", NodeKind::Dropout}, {"linear", NodeKind::Linear}, {"flatten", NodeKind::Flatten},
-      {"add", NodeKind::Add}};
+      {"input", NodeKind::Input},
+      {"conv2d", NodeKind::Conv2d},
+      {"batchnorm2d", NodeKind::BatchNorm2d},
+      {"batchnorm1d", NodeKind::BatchNorm1d},
+      {"prelu", NodeKind::PReLU},
+      {"relu", NodeKind::ReLU},
+      {"dropout", NodeKind::Dropout},
+      {"linear", NodeKind::Linear},
+      {"flatten", NodeKind::Flatten},
+      {"add", NodeKind::Add},
+      {"globalavgpool", NodeKind::GlobalAvgPool},
+      {"mul", NodeKind::Mul},
+      {"layernorm", NodeKind::LayerNorm},
+      {"layerscale", NodeKind::LayerScale},
+      {"attention", NodeKind::Attention},
+      {"xca", NodeKind::Xca},
+      {"totokens", NodeKind::ToTokens},
+      {"tomap", NodeKind::ToMap},
+      {"prependtokens", NodeKind::PrependTokens},
+      {"posembed", NodeKind::PosEmbed},
+      {"fourierposembed", NodeKind::FourierPosEmbed},
+      {"tokenpool", NodeKind::TokenPool},
+      {"tokenmask", NodeKind::TokenMask},
+      {"droppath", NodeKind::DropPath},
+      {"concat", NodeKind::Concat},
+      {"slice", NodeKind::Slice},
+      {"average", NodeKind::Average}};
   for (const auto& k : kinds) {
     if (name == k.first) {
       *out = k.second;
+      return true;
+    }
+  }
+  static const std::pair<const char*, nn::Activation> acts[] = {
+      {"relu6", nn::Activation::kReLU6}, {"hardswish", nn::Activation::kHardSwish}, {"silu", nn::Activation::kSiLU},
+      {"sigmoid", nn::Activation::kSigmoid}, {"gelu", nn::Activation::kGELU},
+      {"hardsigmoid", nn::Activation::kHardSigmoid}};
+  for (const auto& a : acts) {
+    if (name == a.first) {
+      *out = NodeKind::Activation;
+      if (act) *act = a.second;
       return true;
     }
   }
@@ -142,6 +198,24 @@ const char* node_kind_name(NodeKind k) {
     case NodeKind::Linear: return "linear";
     case NodeKind::Flatten: return "flatten";
     case NodeKind::Add: return "add";
+    case NodeKind::Activation: return "activation";
+    case NodeKind::GlobalAvgPool: return "globalavgpool";
+    case NodeKind::Mul: return "mul";
+    case NodeKind::LayerNorm: return "layernorm";
+    case NodeKind::LayerScale: return "layerscale";
+    case NodeKind::Attention: return "attention";
+    case NodeKind::Xca: return "xca";
+    case NodeKind::ToTokens: return "totokens";
+    case NodeKind::ToMap: return "tomap";
+    case NodeKind::PrependTokens: return "prependtokens";
+    case NodeKind::PosEmbed: return "posembed";
+    case NodeKind::FourierPosEmbed: return "fourierposembed";
+    case NodeKind::TokenPool: return "tokenpool";
+    case NodeKind::TokenMask: return "tokenmask";
+    case NodeKind::DropPath: return "droppath";
+    case NodeKind::Concat: return "concat";
+    case NodeKind::Slice: return "slice";
+    case NodeKind::Average: return "average";
   }
   return "unknown";
 }
@@ -166,10 +240,14 @@ void Model::validate(const ModelDesc& d) {
   for (size_t i = 0; i < d.nodes.size(); ++i) {
     const NodeDesc& n = d.nodes[i];
     const std::string label = node_label(n, i);
-    size_t want_inputs = n.kind == NodeKind::Input ? 0 : n.kind == NodeKind::Add ? 2 : 1;
+    const int want_inputs = inputs_of(n.kind);
     FC_CHECK(i == 0 || n.kind != NodeKind::Input, InvalidArgument, label, ": only node 0 may be the input");
-    FC_CHECK(n.inputs.size() == want_inputs, InvalidArgument, label, ": Expected ", want_inputs, " inputs but received ",
-             n.inputs.size());
+    if (want_inputs < 0) {
+      FC_CHECK(!n.inputs.empty(), InvalidArgument, label, ": Expected at least 1 input but received none");
+    } else {
+      FC_CHECK(n.inputs.size() == static_cast<size_t>(want_inputs), InvalidArgument, label, ": Expected ",
+               want_inputs, " inputs but received ", n.inputs.size());
+    }
     for (int j : n.inputs) {
       FC_CHECK(j >= 0 && static_cast<size_t>(j) < i, InvalidArgument, label, " reads node ", j,
                ", which is not an earlier node");
@@ -193,6 +271,8 @@ void Model::validate(const ModelDesc& d) {
                  n.out_c, " are not divisible by groups ", n.groups);
         check_tensor(d, n.weight, "weight", {n.out_c, n.in_c / n.groups, n.kernel, n.kernel}, false, label);
         check_tensor(d, n.bias, "bias", {n.out_c}, true, label);
+        FC_CHECK(!n.asymmetric || (n.pad_t >= 0 && n.pad_b >= 0 && n.pad_l >= 0 && n.pad_r >= 0), InvalidArgument,
+                 label, ": Expected asymmetric paddings >= 0");
         break;
       case NodeKind::BatchNorm2d:
       case NodeKind::BatchNorm1d:
@@ -227,15 +307,82 @@ void Model::validate(const ModelDesc& d) {
         check_tensor(d, n.weight, "weight", {n.out_c, n.in_c}, false, label);
         check_tensor(d, n.bias, "bias", {n.out_c}, true, label);
         break;
+      case NodeKind::LayerNorm:
+        FC_CHECK(n.features >= 1 && n.eps > 0 && std::isfinite(n.eps), InvalidArgument, label,
+                 ": Expected features >= 1 and eps > 0");
+        check_tensor(d, n.weight, "weight", {n.features}, true, label);
+        check_tensor(d, n.bias, "bias", {n.features}, true, label);
+        break;
+      case NodeKind::LayerScale:
+        FC_CHECK(n.channels >= 1, InvalidArgument, label, ": Expected channels >= 1");
+        check_tensor(d, n.weight, "gamma", {n.channels}, false, label);
+        break;
+      case NodeKind::Attention:
+      case NodeKind::Xca:
+        FC_CHECK(n.dim >= 1 && n.heads >= 1 && n.dim % n.heads == 0, InvalidArgument, label,
+                 ": Expected dim >= 1 divisible by heads >= 1 but received dim ", n.dim, ", heads ", n.heads);
+        if (n.kind == NodeKind::Attention) {
+          FC_CHECK(n.scale > 0 && std::isfinite(n.scale), InvalidArgument, label,
+                   ": Expected a finite scale > 0 but received ", n.scale);
+        } else {
+          check_tensor(d, n.weight, "temperature", {n.heads, 1, 1}, false, label);
+        }
+        break;
+      case NodeKind::ToMap:
+        FC_CHECK(n.height >= 1 && n.width >= 1, InvalidArgument, label, ": Expected height and width >= 1");
+        break;
+      case NodeKind::PrependTokens:
+        FC_CHECK((n.count == 1 || n.count == 2) && n.dim >= 1, InvalidArgument, label,
+                 ": Expected count 1 or 2 and dim >= 1");
+        check_tensor(d, n.weight, "cls_token", {1, 1, n.dim}, false, label);
+        FC_CHECK((n.bias >= 0) == (n.count == 2), InvalidArgument, label, ": Expected a dist_token exactly when count is 2");
+        check_tensor(d, n.bias, "dist_token", {1, 1, n.dim}, true, label);
+        break;
+      case NodeKind::PosEmbed:
+        FC_CHECK(n.tokens >= 1 && n.dim >= 1, InvalidArgument, label, ": Expected tokens and dim >= 1");
+        check_tensor(d, n.weight, "pos_embed", {1, n.tokens, n.dim}, false, label);
+        break;
+      case NodeKind::FourierPosEmbed:
+        FC_CHECK(n.dim >= 1 && n.hidden >= 1 && n.temperature > 0 && std::isfinite(n.temperature), InvalidArgument,
+                 label, ": Expected dim and hidden >= 1 and a temperature > 0");
+        check_tensor(d, n.weight, "weight", {n.dim, 2 * n.hidden, 1, 1}, false, label);
+        check_tensor(d, n.bias, "bias", {n.dim}, true, label);
+        break;
+      case NodeKind::TokenPool:
+        FC_CHECK(n.pool_mode >= 0 && n.pool_mode <= 2 && n.index >= 0, InvalidArgument, label,
+                 ": Expected mode token, mean or flatten and index >= 0");
+        break;
+      case NodeKind::TokenMask:
+        // Token masking is a training-time augmentation of insightface's ViT; at ratio 0 (every
+        // preset here) it is the identity, and that is all the executor runs.
+        FC_CHECK(n.ratio == 0, NotImplemented, label, ": token masking with ratio ", n.ratio,
+                 " is not supported (ratio 0 only)");
+        check_tensor(d, n.weight, "mask_token", {1, 1, n.dim}, true, label);
+        break;
+      case NodeKind::DropPath:
+        FC_CHECK(n.p >= 0 && n.p < 1, InvalidArgument, label, ": Expected p in [0, 1) but received ", n.p);
+        break;
+      case NodeKind::Slice:
+        FC_CHECK(n.start >= 0 && n.length >= 1, InvalidArgument, label, ": Expected start >= 0 and length >= 1");
+        break;
       case NodeKind::ReLU:
       case NodeKind::Flatten:
       case NodeKind::Add:
+      case NodeKind::Activation:
+      case NodeKind::GlobalAvgPool:
+      case NodeKind::Mul:
+      case NodeKind::ToTokens:
+      case NodeKind::Concat:
+      case NodeKind::Average:
         break;
     }
-    if (n.kind != NodeKind::Conv2d && n.kind != NodeKind::Linear && n.kind != NodeKind::PReLU &&
-        n.kind != NodeKind::BatchNorm1d && n.kind != NodeKind::BatchNorm2d) {
-      FC_CHECK(n.weight < 0 && n.bias < 0, InvalidArgument, label, " takes no tensors");
-    }
+    const bool has_weight = n.kind == NodeKind::Conv2d || n.kind == NodeKind::Linear || n.kind == NodeKind::PReLU ||
+                            n.kind == NodeKind::BatchNorm1d || n.kind == NodeKind::BatchNorm2d ||
+                            n.kind == NodeKind::LayerNorm || n.kind == NodeKind::LayerScale ||
+                            n.kind == NodeKind::Xca || n.kind == NodeKind::PrependTokens ||
+                            n.kind == NodeKind::PosEmbed || n.kind == NodeKind::FourierPosEmbed ||
+                            n.kind == NodeKind::TokenMask;
+    if (!has_weight) FC_CHECK(n.weight < 0 && n.bias < 0, InvalidArgument, label, " takes no tensors");
     if (n.kind != NodeKind::BatchNorm1d && n.kind != NodeKind::BatchNorm2d) {
       FC_CHECK(n.running_mean < 0 && n.running_var < 0 && n.num_batches_tracked < 0, InvalidArgument, label,
                " takes no running statistics");
@@ -278,6 +425,10 @@ Model::Model(ModelDesc desc, const Device& device, const ModelOptions& options)
   grad_set_.assign(nn_, 0);
   save_mean_.assign(nn_, Tensor());
   save_invstd_.assign(nn_, Tensor());
+  aux_.assign(nn_, {});
+  probs_saved_.assign(nn_, 0);
+  table_.assign(nn_, Tensor());
+  table_hw_.assign(nn_, {0, 0});
   for (size_t i = 0; i < nn_; ++i) {
     const NodeDesc& n = desc_.nodes[i];
     if (n.kind == NodeKind::BatchNorm1d || n.kind == NodeKind::BatchNorm2d) {
@@ -380,9 +531,9 @@ void Model::recompute_folded_outputs() {
     const Tensor& in = act_[nd.inputs[0]];
     const Tensor& b = nd.bias >= 0 ? tensors_[nd.bias] : none;
     if (nd.kind == NodeKind::Conv2d) {
-      nn::conv2d_forward(in, tensors_[nd.weight], b, act_[i], nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+      conv_forward(i, in, tensors_[nd.weight], b, act_[i]);
     } else {
-      nn::linear_forward(in, tensors_[nd.weight], b, act_[i], ex_);
+      linear_forward(i, in, tensors_[nd.weight], b, act_[i]);
     }
   }
 }
@@ -413,12 +564,12 @@ std::vector<std::vector<int64_t>> Model::infer_shapes(const std::vector<int64_t>
     switch (n.kind) {
       case NodeKind::Conv2d: {
         if (a.size() != 4 || a[1] != n.in_c) mismatch(str("[N, ", n.in_c, ", H, W]"));
-        int64_t oh = (a[2] + 2 * n.padding - n.kernel) / n.stride + 1;
-        int64_t ow = (a[3] + 2 * n.padding - n.kernel) / n.stride + 1;
-        if (a[2] + 2 * n.padding < n.kernel || a[3] + 2 * n.padding < n.kernel) {
-          mismatch(str("a map of at least ", n.kernel - 2 * n.padding, " pixels"));
+        const int64_t ph = n.asymmetric ? n.pad_t + n.pad_b : 2 * n.padding;
+        const int64_t pw = n.asymmetric ? n.pad_l + n.pad_r : 2 * n.padding;
+        if (a[2] + ph < n.kernel || a[3] + pw < n.kernel) {
+          mismatch(str("a map of at least ", n.kernel - std::min(ph, pw), " pixels"));
         }
-        s[i] = {a[0], n.out_c, oh, ow};
+        s[i] = {a[0], n.out_c, (a[2] + ph - n.kernel) / n.stride + 1, (a[3] + pw - n.kernel) / n.stride + 1};
         break;
       }
       case NodeKind::BatchNorm2d:
@@ -444,8 +595,96 @@ std::vector<std::vector<int64_t>> Model::infer_shapes(const std::vector<int64_t>
         break;
       }
       case NodeKind::Linear:
-        if (a.size() != 2 || a[1] != n.in_c) mismatch(str("[N, ", n.in_c, "]"));
-        s[i] = {a[0], n.out_c};
+        // Over the last axis: [N, in] or tokens [N, T, in].
+        if (a.size() < 2 || a.size() > 3 || a.back() != n.in_c) mismatch(str("[N, ", n.in_c, "] or [N, T, ", n.in_c, "]"));
+        s[i] = a;
+        s[i].back() = n.out_c;
+        break;
+      case NodeKind::Activation:
+      case NodeKind::DropPath:
+        s[i] = a;
+        break;
+      case NodeKind::TokenMask:
+        if (a.size() != 3 || (n.dim && a[2] != n.dim)) mismatch(str("[N, T, ", n.dim, "]"));
+        s[i] = a;
+        break;
+      case NodeKind::GlobalAvgPool:
+        if (a.size() != 4) mismatch("[N, C, H, W]");
+        s[i] = {a[0], a[1], 1, 1};
+        break;
+      case NodeKind::Mul: {
+        const std::vector<int64_t>& b = s[n.inputs[1]];
+        if (a.size() != 4) mismatch("a map [N, C, H, W]");
+        if (!((b.size() == 4 && b[2] == 1 && b[3] == 1) || b.size() == 2) || b[0] != a[0] || b[1] != a[1]) {
+          fail(Code::ShapeMismatch, str(node_label(n, i), " multiplies ", shape_str(a), " by a gate ", shape_str(b),
+                                        "; expected [N, C, 1, 1] or [N, C] with ", a[1], " channels"));
+        }
+        s[i] = a;
+        break;
+      }
+      case NodeKind::LayerNorm:
+      case NodeKind::LayerScale: {
+        const int64_t c = n.kind == NodeKind::LayerNorm ? n.features : n.channels;
+        if (n.channels_layout ? (a.size() < 3 || a[1] != c) : a.back() != c) {
+          mismatch(n.channels_layout ? str("[N, ", c, ", H, W]") : str("[N, ..., ", c, "]"));
+        }
+        s[i] = a;
+        break;
+      }
+      case NodeKind::Attention:
+      case NodeKind::Xca:
+        if (a.size() != 3 || a[2] != 3 * n.dim) mismatch(str("[N, T, ", 3 * n.dim, "] (q, k, v)"));
+        s[i] = {a[0], a[1], n.dim};
+        break;
+      case NodeKind::ToTokens:
+        if (a.size() != 4) mismatch("[N, C, H, W]");
+        s[i] = {a[0], a[2] * a[3], a[1]};
+        break;
+      case NodeKind::ToMap:
+        if (a.size() != 3 || a[1] != n.height * n.width) mismatch(str("[N, ", n.height * n.width, ", C]"));
+        s[i] = {a[0], a[2], n.height, n.width};
+        break;
+      case NodeKind::PrependTokens:
+        if (a.size() != 3 || a[2] != n.dim) mismatch(str("[N, T, ", n.dim, "]"));
+        s[i] = {a[0], a[1] + n.count, a[2]};
+        break;
+      case NodeKind::PosEmbed:
+        if (a.size() != 3 || a[1] != n.tokens || a[2] != n.dim) {
+          mismatch(str("[N, ", n.tokens, ", ", n.dim, "] (the token count of the input size the model was built for)"));
+        }
+        s[i] = a;
+        break;
+      case NodeKind::FourierPosEmbed:
+        if (a.size() != 4) mismatch("[N, C, H, W]");
+        s[i] = {a[0], a[2] * a[3], n.dim};
+        break;
+      case NodeKind::TokenPool:
+        if (a.size() != 3 || (n.pool_mode != 2 && n.index >= a[1])) mismatch(str("[N, T, D] with T > ", n.index));
+        s[i] = n.pool_mode == 2 ? std::vector<int64_t>{a[0], a[1] * a[2]} : std::vector<int64_t>{a[0], a[2]};
+        break;
+      case NodeKind::Concat: {
+        if (a.size() != 4) mismatch("[N, C, H, W]");
+        int64_t c = 0;
+        for (int j : n.inputs) {
+          const std::vector<int64_t>& b = s[j];
+          if (b.size() != 4 || b[0] != a[0] || b[2] != a[2] || b[3] != a[3]) {
+            fail(Code::ShapeMismatch, str(node_label(n, i), " concatenates ", shape_str(a), " and ", shape_str(b),
+                                          " (maps of one size)"));
+          }
+          c += b[1];
+        }
+        s[i] = {a[0], c, a[2], a[3]};
+        break;
+      }
+      case NodeKind::Slice:
+        if (a.size() != 4 || n.start + n.length > a[1]) mismatch(str("[N, C, H, W] with C >= ", n.start + n.length));
+        s[i] = {a[0], n.length, a[2], a[3]};
+        break;
+      case NodeKind::Average:
+        for (int j : n.inputs) {
+          if (s[j] != a) fail(Code::ShapeMismatch, str(node_label(n, i), " averages ", shape_str(a), " and ", shape_str(s[j])));
+        }
+        s[i] = a;
         break;
       case NodeKind::Add: {
         const std::vector<int64_t>& b = s[n.inputs[1]];
@@ -477,7 +716,7 @@ void Model::ensure_capacity(const std::vector<std::vector<int64_t>>& shapes) {
   for (auto& t : grad_buf_) t = Tensor();
   for (auto& t : scratch_buf_) t = Tensor();
   for (size_t i = 1; i < shapes.size(); ++i) {
-    if (desc_.nodes[i].kind == NodeKind::Flatten) continue;  // a view of its input
+    if (is_view_node(desc_.nodes[i])) continue;  // a view of its input
     std::vector<int64_t> s = shapes[i];
     s[0] = cap;
     act_buf_[i] = Tensor::empty(s, DType::F32, device_);
@@ -526,6 +765,386 @@ nn::DropoutParams Model::dropout_params(size_t node) const {
   return d;
 }
 
+// ---- the node ops of the second backbone batch
+
+Tensor Model::aux(size_t i, size_t k, const std::vector<int64_t>& shape) {
+  if (aux_[i].size() <= k) aux_[i].resize(k + 1);
+  const int64_t n = numel_of(shape);
+  Tensor& buf = aux_[i][k];
+  if (!buf.defined() || buf.numel() < n) buf = Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, device_);
+  return buf.narrow(0, 0, n).reshape(shape);
+}
+
+Tensor Model::dx_begin(size_t j, bool* first) {
+  *first = false;
+  if (!node_grad_[j].defined()) return Tensor();
+  *first = !grad_set_[j];
+  return *first ? node_grad_[j] : scratch_for(j);
+}
+
+void Model::dx_end(size_t j, bool first, const Tensor& dx) {
+  if (!dx.defined()) return;
+  if (first) grad_set_[j] = 1;
+  else nn::add(node_grad_[j], dx.reshape(shapes_[j]), node_grad_[j], ex_);
+}
+
+Model::DxSink Model::dx_sink(size_t j, bool covers_all) {
+  DxSink s;
+  if (!node_grad_[j].defined()) return s;
+  s.t = node_grad_[j];
+  s.accumulate = grad_set_[j] != 0;
+  if (!grad_set_[j] && !covers_all) {
+    zero_fill(s.t);
+    s.accumulate = true;
+  }
+  grad_set_[j] = 1;
+  return s;
+}
+
+void Model::conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y) {
+  const NodeDesc& nd = desc_.nodes[i];
+  if (!nd.asymmetric) {
+    nn::conv2d_forward(in, w, b, y, nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+    return;
+  }
+  // Asymmetric ("same") padding: x copied into the interior of a zeroed buffer, then an unpadded conv.
+  const std::vector<int64_t> xs = in.shape();
+  const Tensor xp = aux(i, 0, {xs[0], xs[1], xs[2] + nd.pad_t + nd.pad_b, xs[3] + nd.pad_l + nd.pad_r});
+  zero_fill(xp);
+  nn::strided_copy(in, xp.narrow(2, nd.pad_t, xs[2]).narrow(3, nd.pad_l, xs[3]), 1.0f, false, ex_);
+  nn::conv2d_forward(xp, w, b, y, nn::Conv2dParams(nd.stride, 0, nd.groups), ex_);
+}
+
+void Model::linear_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y) {
+  const NodeDesc& nd = desc_.nodes[i];
+  const int64_t rows = in.numel() / nd.in_c;
+  nn::linear_forward(in.reshape({rows, nd.in_c}), w, b, y.reshape({rows, nd.out_c}), ex_);
+}
+
+namespace {
+
+// The head split of a qkv projection [N, T, 3·C] (C = H·D, timm's reshape(N, T, 3, H, D)) as a
+// [3, N, H, T, D] view, and of an attention output [N, T, C] as [N, H, T, D].
+Tensor qkv_heads(const Tensor& t, int64_t heads) {
+  const int64_t N = t.size(0), T = t.size(1), D = t.size(2) / (3 * heads);
+  return t.reshape({N, T, 3, heads, D}).transpose(0, 2).transpose(1, 2).transpose(2, 3);
+}
+Tensor out_heads(const Tensor& t, int64_t heads) {
+  const int64_t N = t.size(0), T = t.size(1), D = t.size(2) / heads;
+  return t.reshape({N, T, heads, D}).transpose(1, 2);
+}
+
+nn::ChannelLayout layout_of(const NodeDesc& nd) {
+  return nd.channels_layout ? nn::ChannelLayout::kNCHW : nn::ChannelLayout::kTokens;
+}
+
+}  // namespace
+
+// Attention / XCA forward from act_[input]: q, k, v split into aux 0 ([3, N, H, T, D]), the core's
+// output in aux 1, then merged into act_[i]. Saved for the backward: attention P (aux 2, only when
+// `save`), XCA's norms (aux 2, 3) and P (aux 4, always: D×D per head).
+void Model::attention_core(size_t i, bool save) {
+  const NodeDesc& nd = desc_.nodes[i];
+  const Tensor& in = act_[nd.inputs[0]];
+  const int64_t N = in.size(0), T = in.size(1), H = nd.heads, D = nd.dim / nd.heads;
+  const Tensor qkv = aux(i, 0, {3, N, H, T, D});
+  nn::strided_copy(qkv_heads(in, H), qkv, 1.0f, false, ex_);
+  const Tensor q = qkv.narrow(0, 0, 1).reshape({N, H, T, D});
+  const Tensor k = qkv.narrow(0, 1, 1).reshape({N, H, T, D});
+  const Tensor v = qkv.narrow(0, 2, 1).reshape({N, H, T, D});
+  const Tensor out = aux(i, 1, {N, H, T, D});
+  if (nd.kind == NodeKind::Attention) {
+    const Tensor probs = save ? aux(i, 2, {N, H, T, T}) : Tensor();
+    nn::attention_forward(q, k, v, out, probs, static_cast<float>(nd.scale), ex_);
+    probs_saved_[i] = save;
+  } else {
+    nn::xca_forward(q, k, v, tensors_[nd.weight].reshape({H}), out, aux(i, 2, {N, H, D}), aux(i, 3, {N, H, D}),
+                    aux(i, 4, {N, H, D, D}), ex_);
+  }
+  nn::strided_copy(out, out_heads(act_[i], H), 1.0f, false, ex_);
+}
+
+// The constant sin/cos table of EdgeNeXt's positional encoding (SPEC-BACKBONES §6.3) for an H×W map,
+// [1, 2·hidden, H, W], computed in double on the host and cached per node.
+const Tensor& Model::fourier_table(size_t i, int64_t h, int64_t w) {
+  if (table_[i].defined() && table_hw_[i] == std::make_pair(h, w)) return table_[i];
+  const NodeDesc& nd = desc_.nodes[i];
+  const int64_t F = nd.hidden;
+  std::vector<float> t(static_cast<size_t>(2 * F * h * w));
+  const double two_pi = 2.0 * 3.14159265358979323846;
+  for (int64_t c = 0; c < 2 * F; ++c) {
+    const int64_t cc = c % F;  // channel within its half (y: rows, x: columns)
+    const double tau = std::pow(nd.temperature, 2.0 * static_cast<double>(cc / 2) / static_cast<double>(F));
+    for (int64_t r = 0; r < h; ++r) {
+      for (int64_t q = 0; q < w; ++q) {
+        const double pos = c < F ? two_pi * static_cast<double>(r + 1) / (static_cast<double>(h) + 1e-6)
+                                 : two_pi * static_cast<double>(q + 1) / (static_cast<double>(w) + 1e-6);
+        t[static_cast<size_t>((c * h + r) * w + q)] = static_cast<float>(cc % 2 == 0 ? std::sin(pos / tau) : std::cos(pos / tau));
+      }
+    }
+  }
+  Tensor host = Tensor::from_host(t.data(), t.size() * sizeof(float), {1, 2 * F, h, w}, DType::F32, Device::cpu());
+  table_[i] = device_.is_cpu() ? host : host.to(device_);
+  table_hw_[i] = {h, w};
+  return table_[i];
+}
+
+void Model::forward_ext(size_t i, const Tensor& in, const Tensor& y) {
+  const NodeDesc& nd = desc_.nodes[i];
+  const Tensor none;
+  const Tensor& w = nd.weight >= 0 ? tensors_[nd.weight] : none;
+  const Tensor& b = nd.bias >= 0 ? tensors_[nd.bias] : none;
+  const int64_t N = in.size(0);
+  switch (nd.kind) {
+    case NodeKind::Activation:
+      nn::activation_forward(nd.act, in, y, ex_);
+      break;
+    case NodeKind::GlobalAvgPool:
+      nn::global_avg_pool_forward(in, y.reshape({N, in.size(1)}), ex_);
+      break;
+    case NodeKind::Mul:
+      nn::channel_mul_forward(in, act_[nd.inputs[1]].reshape({N, in.size(1)}), y, ex_);
+      break;
+    case NodeKind::LayerNorm: {
+      const int64_t R = nn::layer_norm_rows(in.shape(), layout_of(nd));
+      nn::layer_norm_forward(in, w, b, y, aux(i, 0, {R}), aux(i, 1, {R}), nd.eps, layout_of(nd), ex_);
+      break;
+    }
+    case NodeKind::LayerScale:
+      nn::layer_scale_forward(in, w, y, layout_of(nd), ex_);
+      break;
+    case NodeKind::Attention:
+    case NodeKind::Xca:
+      attention_core(i, training_);
+      break;
+    case NodeKind::ToTokens:
+      nn::strided_copy(in.reshape({N, in.size(1), in.size(2) * in.size(3)}).transpose(1, 2), y, 1.0f, false, ex_);
+      break;
+    case NodeKind::ToMap:
+      nn::strided_copy(in, y.reshape({N, in.size(2), in.size(1)}).transpose(1, 2), 1.0f, false, ex_);
+      break;
+    case NodeKind::PrependTokens: {
+      const int64_t T = in.size(1), D = in.size(2);
+      nn::strided_copy(in, y.narrow(1, nd.count, T), 1.0f, false, ex_);
+      nn::strided_copy(w.expand({N, 1, D}), y.narrow(1, 0, 1), 1.0f, false, ex_);
+      if (nd.count == 2) nn::strided_copy(b.expand({N, 1, D}), y.narrow(1, 1, 1), 1.0f, false, ex_);
+      break;
+    }
+    case NodeKind::PosEmbed:
+      nn::strided_copy(in, y, 1.0f, false, ex_);
+      nn::strided_copy(w.expand({N, nd.tokens, nd.dim}), y, 1.0f, true, ex_);
+      break;
+    case NodeKind::FourierPosEmbed: {
+      const int64_t h = in.size(2), wd = in.size(3);
+      const Tensor& table = fourier_table(i, h, wd);
+      const Tensor p = aux(i, 0, {1, nd.dim, h, wd});
+      nn::conv2d_forward(table, w, b, p, nn::Conv2dParams(1, 0, 1), ex_);
+      nn::strided_copy(p.reshape({1, nd.dim, h * wd}).transpose(1, 2).expand({N, h * wd, nd.dim}), y, 1.0f, false, ex_);
+      break;
+    }
+    case NodeKind::TokenPool: {
+      const int64_t T = in.size(1), D = in.size(2);
+      if (nd.pool_mode == 0) {
+        nn::strided_copy(in.narrow(1, nd.index, 1), y.reshape({N, 1, D}), 1.0f, false, ex_);
+      } else {
+        // mean over tokens index..T−1: as a GAP of the [N, D, T'] transpose
+        const int64_t t = T - nd.index;
+        const Tensor tr = aux(i, 0, {N, D, t});
+        nn::strided_copy(in.narrow(1, nd.index, t).transpose(1, 2), tr, 1.0f, false, ex_);
+        nn::global_avg_pool_forward(tr, y, ex_);
+      }
+      break;
+    }
+    case NodeKind::DropPath:
+      nn::drop_path_forward(in, y, dropout_params(i), training_, ex_);
+      break;
+    case NodeKind::Concat: {
+      int64_t off = 0;
+      for (int j : nd.inputs) {
+        const Tensor& x = act_[j];
+        nn::strided_copy(x, y.narrow(1, off, x.size(1)), 1.0f, false, ex_);
+        off += x.size(1);
+      }
+      break;
+    }
+    case NodeKind::Slice:
+      nn::strided_copy(in.narrow(1, nd.start, nd.length), y, 1.0f, false, ex_);
+      break;
+    case NodeKind::Average: {
+      const float a = static_cast<float>(1.0 / static_cast<double>(nd.inputs.size()));
+      for (size_t k = 0; k < nd.inputs.size(); ++k) nn::strided_copy(act_[nd.inputs[k]], y, a, k > 0, ex_);
+      break;
+    }
+    default:
+      fail(Code::Internal, str(node_label(nd, i), " has no forward"));
+  }
+}
+
+void Model::backward_ext(size_t i, const Tensor& g) {
+  const NodeDesc& nd = desc_.nodes[i];
+  const size_t j = nd.inputs[0];
+  const Tensor& x = act_[j];
+  const Tensor none;
+  const Tensor& w = nd.weight >= 0 ? tensors_[nd.weight] : none;
+  const Tensor& dw = nd.weight >= 0 ? grads_[nd.weight] : none;
+  const Tensor& db = nd.bias >= 0 ? grads_[nd.bias] : none;
+  const int64_t N = g.size(0);
+  bool first = false;
+  switch (nd.kind) {
+    case NodeKind::Activation: {
+      const Tensor dx = dx_begin(j, &first);
+      if (dx.defined()) nn::activation_backward(nd.act, g, x, dx, ex_);
+      dx_end(j, first, dx);
+      break;
+    }
+    case NodeKind::GlobalAvgPool: {
+      const DxSink sink = dx_sink(j, true);
+      if (sink.t.defined()) nn::global_avg_pool_backward(g.reshape({N, x.size(1)}), sink.t, sink.accumulate, ex_);
+      break;
+    }
+    case NodeKind::Mul: {
+      const size_t jg = nd.inputs[1];
+      const Tensor gate = act_[jg].reshape({N, x.size(1)});
+      bool first_g = false;
+      const Tensor dx = dx_begin(j, &first);
+      const Tensor dg = dx_begin(jg, &first_g);
+      nn::channel_mul_backward(g, x, gate, dx, dg.defined() ? dg.reshape({N, x.size(1)}) : dg, ex_);
+      dx_end(j, first, dx);
+      dx_end(jg, first_g, dg);
+      break;
+    }
+    case NodeKind::LayerNorm: {
+      const int64_t R = nn::layer_norm_rows(x.shape(), layout_of(nd));
+      const Tensor dx = dx_begin(j, &first);
+      nn::layer_norm_backward(g, x, w, aux(i, 0, {R}), aux(i, 1, {R}), dx, dw, db, layout_of(nd), ex_);
+      dx_end(j, first, dx);
+      break;
+    }
+    case NodeKind::LayerScale: {
+      const Tensor dx = dx_begin(j, &first);
+      nn::layer_scale_backward(g, x, w, dx, dw, layout_of(nd), ex_);
+      dx_end(j, first, dx);
+      break;
+    }
+    case NodeKind::Attention:
+    case NodeKind::Xca: {
+      const int64_t T = x.size(1), H = nd.heads, D = nd.dim / nd.heads;
+      // An eval forward kept no P: run the core again, saving it.
+      if (nd.kind == NodeKind::Attention && !probs_saved_[i]) attention_core(i, true);
+      const Tensor qkv = aux(i, 0, {3, N, H, T, D});
+      const Tensor q = qkv.narrow(0, 0, 1).reshape({N, H, T, D});
+      const Tensor k = qkv.narrow(0, 1, 1).reshape({N, H, T, D});
+      const Tensor v = qkv.narrow(0, 2, 1).reshape({N, H, T, D});
+      const size_t base = nd.kind == NodeKind::Attention ? 3 : 5;
+      const Tensor gout = aux(i, base, {N, H, T, D});
+      nn::strided_copy(out_heads(g, H), gout, 1.0f, false, ex_);
+      const bool want_dx = node_grad_[j].defined();
+      const Tensor dqkv = want_dx ? aux(i, base + 1, {3, N, H, T, D}) : Tensor();
+      const Tensor dq = want_dx ? dqkv.narrow(0, 0, 1).reshape({N, H, T, D}) : Tensor();
+      const Tensor dk = want_dx ? dqkv.narrow(0, 1, 1).reshape({N, H, T, D}) : Tensor();
+      const Tensor dv = want_dx ? dqkv.narrow(0, 2, 1).reshape({N, H, T, D}) : Tensor();
+      if (nd.kind == NodeKind::Attention) {
+        nn::attention_backward(gout, q, k, v, aux(i, 2, {N, H, T, T}), dq, dk, dv, static_cast<float>(nd.scale), ex_);
+      } else {
+        nn::xca_backward(gout, q, k, v, w.reshape({H}), aux(i, 2, {N, H, D}), aux(i, 3, {N, H, D}),
+                         aux(i, 4, {N, H, D, D}), dq, dk, dv, dw.defined() ? dw.reshape({H}) : dw, ex_);
+      }
+      if (want_dx) {
+        const DxSink sink = dx_sink(j, true);
+        nn::strided_copy(dqkv, qkv_heads(sink.t, H), 1.0f, sink.accumulate, ex_);
+      }
+      break;
+    }
+    case NodeKind::ToTokens: {
+      const DxSink sink = dx_sink(j, true);
+      if (sink.t.defined()) {
+        nn::strided_copy(g, sink.t.reshape({N, x.size(1), x.size(2) * x.size(3)}).transpose(1, 2), 1.0f,
+                         sink.accumulate, ex_);
+      }
+      break;
+    }
+    case NodeKind::ToMap: {
+      const DxSink sink = dx_sink(j, true);
+      if (sink.t.defined()) {
+        nn::strided_copy(g.reshape({N, x.size(2), x.size(1)}).transpose(1, 2), sink.t, 1.0f, sink.accumulate, ex_);
+      }
+      break;
+    }
+    case NodeKind::PrependTokens: {
+      const int64_t T = x.size(1);
+      if (dw.defined()) nn::sum_batch(g.narrow(1, 0, 1), dw, true, ex_);
+      if (db.defined()) nn::sum_batch(g.narrow(1, 1, 1), db, true, ex_);
+      const DxSink sink = dx_sink(j, true);
+      if (sink.t.defined()) nn::strided_copy(g.narrow(1, nd.count, T), sink.t, 1.0f, sink.accumulate, ex_);
+      break;
+    }
+    case NodeKind::PosEmbed:
+      if (dw.defined()) nn::sum_batch(g, dw, true, ex_);
+      accumulate_into(j, g);
+      break;
+    case NodeKind::FourierPosEmbed: {
+      // No gradient reaches the input (read for its size only); the 1×1 conv learns from the table.
+      const int64_t h = x.size(2), wd = x.size(3);
+      const Tensor gsum = aux(i, 1, {h * wd, nd.dim});
+      nn::sum_batch(g, gsum, false, ex_);
+      const Tensor gp = aux(i, 2, {1, nd.dim, h, wd});
+      nn::strided_copy(gsum.transpose(0, 1), gp.reshape({nd.dim, h * wd}), 1.0f, false, ex_);
+      if (dw.defined()) nn::conv2d_backward_filter(fourier_table(i, h, wd), gp, dw, nn::Conv2dParams(1, 0, 1), ex_);
+      if (db.defined()) nn::conv2d_backward_bias(gp, db, ex_);
+      break;
+    }
+    case NodeKind::TokenPool: {
+      if (nd.pool_mode == 2) {
+        accumulate_into(j, g);
+        break;
+      }
+      const int64_t T = x.size(1), D = x.size(2);
+      const DxSink sink = dx_sink(j, false);
+      if (!sink.t.defined()) break;
+      if (nd.pool_mode == 0) {
+        nn::strided_copy(g.reshape({N, 1, D}), sink.t.narrow(1, nd.index, 1), 1.0f, true, ex_);
+      } else {
+        const int64_t t = T - nd.index;
+        const Tensor tr = aux(i, 1, {N, D, t});
+        nn::global_avg_pool_backward(g, tr, false, ex_);
+        nn::strided_copy(tr, sink.t.narrow(1, nd.index, t).transpose(1, 2), 1.0f, true, ex_);
+      }
+      break;
+    }
+    case NodeKind::DropPath: {
+      const Tensor dx = dx_begin(j, &first);
+      if (dx.defined()) nn::drop_path_backward(g, dx, dropout_params(i), last_training_, ex_);
+      dx_end(j, first, dx);
+      break;
+    }
+    case NodeKind::Concat: {
+      int64_t off = 0;
+      for (int jj : nd.inputs) {
+        const int64_t c = shapes_[jj][1];
+        const DxSink sink = dx_sink(jj, true);
+        if (sink.t.defined()) nn::strided_copy(g.narrow(1, off, c), sink.t, 1.0f, sink.accumulate, ex_);
+        off += c;
+      }
+      break;
+    }
+    case NodeKind::Slice: {
+      const DxSink sink = dx_sink(j, nd.start == 0 && nd.length == x.size(1));
+      if (sink.t.defined()) nn::strided_copy(g, sink.t.narrow(1, nd.start, nd.length), 1.0f, sink.accumulate, ex_);
+      break;
+    }
+    case NodeKind::Average: {
+      const float a = static_cast<float>(1.0 / static_cast<double>(nd.inputs.size()));
+      for (int jj : nd.inputs) {
+        const DxSink sink = dx_sink(jj, true);
+        if (sink.t.defined()) nn::strided_copy(g, sink.t, a, sink.accumulate, ex_);
+      }
+      break;
+    }
+    default:
+      fail(Code::Internal, str(node_label(nd, i), " has no backward"));
+  }
+}
+
 Tensor Model::forward(const Tensor& x) {
   // Validate arguments
   FC_CHECK(x.defined(), InvalidArgument, "Expected a tensor for x");
@@ -559,8 +1178,8 @@ Tensor Model::forward(const Tensor& x) {
   for (size_t i = 1; i < desc_.nodes.size(); ++i) {
     const NodeDesc& nd = desc_.nodes[i];
     const Tensor& in = act_[nd.inputs[0]];
-    if (nd.kind == NodeKind::Flatten) {
-      act_[i] = nn::flatten(in);
+    if (is_view_node(nd)) {
+      act_[i] = nd.kind == NodeKind::TokenMask ? in : nn::flatten(in);
       continue;
     }
     act_[i] = slice(act_buf_[i], n);
@@ -575,7 +1194,7 @@ Tensor Model::forward(const Tensor& x) {
     const Tensor& b = folded_layer ? fold_b_[i] : nd.bias >= 0 ? tensors_[nd.bias] : none;
     switch (nd.kind) {
       case NodeKind::Conv2d:
-        nn::conv2d_forward(in, w, b, y, nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+        conv_forward(i, in, w, b, y);
         break;
       case NodeKind::BatchNorm1d:
       case NodeKind::BatchNorm2d: {
@@ -620,13 +1239,16 @@ Tensor Model::forward(const Tensor& x) {
         nn::dropout_forward(in, y, dropout_params(i), training_, ex_);
         break;
       case NodeKind::Linear:
-        nn::linear_forward(in, w, b, y, ex_);
+        linear_forward(i, in, w, b, y);
         break;
       case NodeKind::Add:
         nn::add(in, act_[nd.inputs[1]], y, ex_);
         break;
       case NodeKind::Input:
       case NodeKind::Flatten:
+        break;
+      default:
+        forward_ext(i, in, y);
         break;
     }
   }
@@ -685,9 +1307,26 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
     bool wrote_dx = false;
     switch (nd.kind) {
       case NodeKind::Conv2d: {
+        if (db.defined()) nn::conv2d_backward_bias(g, db, ex_);
+        if (nd.asymmetric) {
+          // The forward padded x into aux 0 and ran an unpadded conv: differentiate that conv, then
+          // take the interior of the padded input's gradient.
+          const nn::Conv2dParams p(nd.stride, 0, nd.groups);
+          const std::vector<int64_t>& xs = shapes_[j];
+          const std::vector<int64_t> ps = {xs[0], xs[1], xs[2] + nd.pad_t + nd.pad_b, xs[3] + nd.pad_l + nd.pad_r};
+          const Tensor xp = aux(i, 0, ps);
+          if (dw.defined()) nn::conv2d_backward_filter(xp, g, dw, p, ex_);
+          if (want_dx) {
+            const Tensor dxp = aux(i, 1, ps);
+            nn::conv2d_backward_data(g, w, dxp, p, false, ex_);
+            const DxSink sink = dx_sink(j, true);
+            nn::strided_copy(dxp.narrow(2, nd.pad_t, xs[2]).narrow(3, nd.pad_l, xs[3]), sink.t, 1.0f, sink.accumulate,
+                             ex_);
+          }
+          break;
+        }
         nn::Conv2dParams p(nd.stride, nd.padding, nd.groups);
         if (dw.defined()) nn::conv2d_backward_filter(x, g, dw, p, ex_);
-        if (db.defined()) nn::conv2d_backward_bias(g, db, ex_);
         if (want_dx) {
           nn::conv2d_backward_data(g, w, node_grad_[j], p, !first, ex_);  // accumulates in place
           grad_set_[j] = 1;
@@ -737,11 +1376,17 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
         if (want_dx) nn::dropout_backward(g, dx, dropout_params(i), last_training_, ex_);
         wrote_dx = want_dx;
         break;
-      case NodeKind::Linear:
-        nn::linear_backward(g, x, w, dx, dw, db, ex_);
+      case NodeKind::Linear: {
+        // Tokens [N, T, in] run as [N·T, in].
+        const int64_t in_c = shapes_[j].back();
+        const int64_t rows = x.numel() / in_c;
+        nn::linear_backward(g.reshape({rows, nd.out_c}), x.reshape({rows, in_c}), w,
+                            dx.defined() ? dx.reshape({rows, in_c}) : dx, dw, db, ex_);
         wrote_dx = want_dx;
         break;
+      }
       case NodeKind::Flatten:
+      case NodeKind::TokenMask:
         accumulate_into(j, g);
         break;
       case NodeKind::Add:
@@ -749,6 +1394,9 @@ Tensor Model::backward(const Tensor& dy, bool want_input_grad) {
         accumulate_into(nd.inputs[1], g);
         break;
       case NodeKind::Input:
+        break;
+      default:
+        backward_ext(i, g);
         break;
     }
     if (wrote_dx) {

@@ -251,6 +251,20 @@ Tensor Tensor::transpose(int a, int b) const {
   return t;
 }
 
+Tensor Tensor::expand(const std::vector<int64_t>& shape) const {
+  FC_CHECK(static_cast<int>(shape.size()) == rank_, ShapeMismatch, "Expected a shape of rank ", rank_,
+           " to expand ", describe(), " to but received ", shape_str(shape));
+  Tensor t = *this;
+  for (int i = 0; i < rank_; ++i) {
+    if (shape[i] == shape_[i]) continue;
+    FC_CHECK(shape_[i] == 1 && shape[i] >= 0, ShapeMismatch, "Expected axis ", i, " of ", describe(),
+             " to have size 1 to expand it to ", shape_str(shape));
+    t.shape_[i] = shape[i];
+    t.strides_[i] = 0;
+  }
+  return t;
+}
+
 namespace {
 // Strided host copy into contiguous dst, element by element over the last axis.
 void gather_strided(const char* base, const int64_t* shape, const int64_t* strides, int rank, size_t esize, char* dst) {

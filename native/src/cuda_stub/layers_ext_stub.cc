@@ -35,6 +35,8 @@ void channel_mul_backward(const Tensor&, const Tensor&, const Tensor&, const Ten
                           int64_t) {
   unavailable();
 }
+void strided_copy(const Tensor&, const Tensor&, const StridedView&, float, bool) { unavailable(); }
+void sum_batch(const Tensor&, const Tensor&, const StridedView&, bool) { unavailable(); }
 
 }  // namespace cuda_nn
 }  // namespace nn
