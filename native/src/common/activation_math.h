@@ -1,10 +1,13 @@
 // @file activation_math.h
-// @brief The scalar formulas of the elementwise activations of facecuda/layers_ext.h, written once
-// for the CPU (cpu/layers_ext.cc) and the CUDA kernels (cuda/layers_ext.cu). The arithmetic is
-// spelled out with mul/add/sub/div helpers that are __fmul_rn & co. on the device, so nvcc cannot
-// contract them into FMAs and both devices perform the same float operations (only expf/erff may
-// differ in the last bit between the C library and CUDA). The operation orders follow PyTorch's
-// CPU kernels, including the derivative conventions at the kinks (SPEC-BACKBONES §9.1–9.6, §10).
+// @brief The scalar formulas of the elementwise activations of facecuda/layers_ext.h: the CUDA
+// kernels (cuda/layers_ext.cu) use all of them; the CPU (cpu/layers_ext.cc) uses the piecewise ones
+// (ReLU6, the hard-sigmoids, hard-swish: the same float operations on both devices) and computes
+// SiLU, sigmoid and GELU with the vector kernels of cpu/act_smooth.h instead (their own exp and
+// Φ = e^−x²/2·Q, within ~3 ulp everywhere, the tails included, where the expf/erff forms below lose
+// relative accuracy: 1 + erf cancels in GELU's left tail, 1 − σ in the right tail of σ'). The
+// arithmetic is spelled out with mul/add/sub/div helpers that are __fmul_rn & co. on the device, so
+// nvcc cannot contract them into FMAs. The operation orders follow PyTorch's CPU kernels, including
+// the derivative conventions at the kinks (SPEC-BACKBONES §9.1–9.6, §10).
 #pragma once
 
 #include <math.h>
@@ -90,13 +93,14 @@ FC_HOST_DEVICE inline float backward(float dy, float x) {
       if (x < -3.0f) return 0.0f;
       if (x <= 3.0f) return mul(dy, add(div(x, 3.0f), 0.5f));
       return dy;
-    case Activation::kSiLU: {
+    case Activation::kSiLU: {  // σ(x)·(1 + x·σ(−x)): σ(−x), not 1 − σ(x), which cancels for large x
       const float s = sigmoid(x);
-      return mul(mul(dy, s), add(1.0f, mul(x, sub(1.0f, s))));
+      return mul(mul(dy, s), add(1.0f, mul(x, sigmoid(-x))));
     }
-    case Activation::kSigmoid: {
-      const float s = sigmoid(x);
-      return mul(dy, mul(sub(1.0f, s), s));
+    case Activation::kSigmoid: {  // σ(x)σ(−x) = t/(1 + t)², t = e^−|x|: accurate in both tails
+      const float t = expf(-fabsf(x));
+      const float d = add(1.0f, t);
+      return mul(dy, div(t, mul(d, d)));
     }
     case Activation::kGELU: {
       const float cdf = mul(0.5f, add(1.0f, erff(mul(x, kSqrtHalf))));

@@ -21,6 +21,7 @@
 #include "common/activation_math.h"
 #include "common/layers_ext_cuda.h"
 #include "common/margin_math.h"
+#include "cpu/act_smooth.h"
 #include "cpu/layers_internal.h"
 #include "facecuda/error.h"
 #include "facecuda/layers.h"
@@ -162,6 +163,16 @@ void act_backward_cpu(const float* dy, const float* x, float* dx, int64_t n, int
   });
 }
 
+// SiLU, sigmoid, GELU: the vector kernels of cpu/act_smooth.h (fc::simd_level()'s), chunk by chunk.
+void smooth_forward_cpu(act_smooth::ForwardFn f, const float* x, float* y, int64_t n, int max_threads) {
+  parallel_for(n, kElementGrain, max_threads, [&](int64_t b, int64_t e) { f(x + b, y + b, e - b); });
+}
+
+void smooth_backward_cpu(act_smooth::BackwardFn f, const float* dy, const float* x, float* dx, int64_t n,
+                         int max_threads) {
+  parallel_for(n, kElementGrain, max_threads, [&](int64_t b, int64_t e) { f(dy + b, x + b, dx + b, e - b); });
+}
+
 }  // namespace
 
 void activation_forward(Activation a, const Tensor& x, const Tensor& y, const ExecOptions& ex) {
@@ -181,9 +192,9 @@ void activation_forward(Activation a, const Tensor& x, const Tensor& y, const Ex
     case Activation::kHardSigmoid: return act_forward_cpu<Activation::kHardSigmoid>(xp, yp, n, t);
     case Activation::kHardSigmoidKeras: return act_forward_cpu<Activation::kHardSigmoidKeras>(xp, yp, n, t);
     case Activation::kHardSwish: return act_forward_cpu<Activation::kHardSwish>(xp, yp, n, t);
-    case Activation::kSiLU: return act_forward_cpu<Activation::kSiLU>(xp, yp, n, t);
-    case Activation::kSigmoid: return act_forward_cpu<Activation::kSigmoid>(xp, yp, n, t);
-    case Activation::kGELU: return act_forward_cpu<Activation::kGELU>(xp, yp, n, t);
+    case Activation::kSiLU: return smooth_forward_cpu(act_smooth::kernels().silu_forward, xp, yp, n, t);
+    case Activation::kSigmoid: return smooth_forward_cpu(act_smooth::kernels().sigmoid_forward, xp, yp, n, t);
+    case Activation::kGELU: return smooth_forward_cpu(act_smooth::kernels().gelu_forward, xp, yp, n, t);
   }
 }
 
@@ -207,9 +218,9 @@ void activation_backward(Activation a, const Tensor& dy, const Tensor& x, const 
     case Activation::kHardSigmoid: return act_backward_cpu<Activation::kHardSigmoid>(gp, xp, dp, n, t);
     case Activation::kHardSigmoidKeras: return act_backward_cpu<Activation::kHardSigmoidKeras>(gp, xp, dp, n, t);
     case Activation::kHardSwish: return act_backward_cpu<Activation::kHardSwish>(gp, xp, dp, n, t);
-    case Activation::kSiLU: return act_backward_cpu<Activation::kSiLU>(gp, xp, dp, n, t);
-    case Activation::kSigmoid: return act_backward_cpu<Activation::kSigmoid>(gp, xp, dp, n, t);
-    case Activation::kGELU: return act_backward_cpu<Activation::kGELU>(gp, xp, dp, n, t);
+    case Activation::kSiLU: return smooth_backward_cpu(act_smooth::kernels().silu_backward, gp, xp, dp, n, t);
+    case Activation::kSigmoid: return smooth_backward_cpu(act_smooth::kernels().sigmoid_backward, gp, xp, dp, n, t);
+    case Activation::kGELU: return smooth_backward_cpu(act_smooth::kernels().gelu_backward, gp, xp, dp, n, t);
   }
 }
 
