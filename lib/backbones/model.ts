@@ -145,6 +145,11 @@ export interface BackboneOptions {
   inputSize?: number;
   /** IResNet only: stem and layer1 width, [1, 1024] (default 64; stages baseWidth·[1, 2, 4, 8]; see iresnetArch). */
   baseWidth?: number;
+  /**
+   * EdgeNeXt/EdgeFace and the transformers only: stochastic depth rate in [0, 1), growing linearly over
+   * the blocks (default 0: no drop-path nodes). Seeded per node and step in training, identity in eval.
+   */
+  dropPathRate?: number;
   /** 'cpu' (the default) or 'cuda' / 'cuda:N'. */
   device?: DeviceSpec;
   /** Seed of the parameter init and of Dropout's masks (default 0). */

@@ -14,6 +14,9 @@ import { FacecudaError } from '../../lib/errors';
 import { archToOnnx } from '../../lib/onnx/export';
 import { Tensor } from '../../lib/tensor';
 
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const zoo = require('../../bench/zoo_values.cjs') as { zooState(arch: unknown, specs: unknown): Map<string, Float32Array | BigInt64Array> };
+
 // #region expectations
 
 /** Parameters of every preset at 112×112 → 512 (SPEC-BACKBONES §1, the issue's list). */
@@ -380,4 +383,38 @@ describe('Backbone: what the native executor refuses, and the asymmetric padding
       m.dispose();
     }
   });
+});
+
+describe('drop path: seeded in training, identity in eval (EdgeNeXt-S, rate 0.2)', () => {
+  it('eval equals the rate-0 model; training draws per step, reproducibly, and differs from the rate-0 model', async () => {
+    const a = Backbone.create('edgenext_small', { seed: 9, dropPathRate: 0.2 });
+    const b = Backbone.create('edgenext_small', { seed: 9 });
+    try {
+      expect(a.arch.nodes.filter((n) => (n as { op: string }).op === 'droppath').length).toBeGreaterThan(0);
+      // Same weights, with layer scales of 0.5 rather than the init's 1e-6 (so a dropped branch shows).
+      for (const m of [a, b]) await m.loadStateDict(zoo.zooState(m.arch, stateDictTensors(m.arch)));
+      const N = 4;
+      const x = Tensor.from(Float32Array.from({ length: N * 3 * 112 * 112 }, (_, i) => Math.sin(0.37 * i)), [N, 3, 112, 112]);
+      a.eval();
+      b.eval();
+      const ya = (await (await a.forward(x)).toArray()) as Float32Array;
+      const yb = (await (await b.forward(x)).toArray()) as Float32Array;
+      expect(Array.from(ya)).toEqual(Array.from(yb));
+      a.train();
+      b.train();
+      await a.setStep(5);
+      const t5 = (await (await a.forward(x)).toArray()) as Float32Array;
+      const t6 = (await (await a.forward(x)).toArray()) as Float32Array;
+      await a.setStep(5);
+      const t5again = (await (await a.forward(x)).toArray()) as Float32Array;
+      const plain = (await (await b.forward(x)).toArray()) as Float32Array;
+      expect(Array.from(t5again)).toEqual(Array.from(t5));
+      const diff = (p: Float32Array, q: Float32Array): number => p.reduce((m, v, i) => Math.max(m, Math.abs(v - q[i])), 0);
+      expect(diff(t5, t6)).toBeGreaterThan(1e-3);
+      expect(diff(t5, plain)).toBeGreaterThan(1e-3);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  }, 60_000);
 });

@@ -1,6 +1,17 @@
 // @file model.h
-// @brief fc::Model: executes a backbone graph (lib/backbones/arch.ts: IResNet, MobileFaceNet, or any
-// graph of the same node kinds) forward and backward with the layer ops of facecuda/layers.h.
+// @brief fc::Model: executes a backbone graph (lib/backbones/arch.ts: IResNet, MobileFaceNet, the
+// second batch of SPEC-BACKBONES — MobileNetV3, EfficientNet, GhostNet, EdgeNeXt/EdgeFace, ViT, DeiT,
+// insightface ViT — or any graph of the same node kinds) forward and backward with the layer ops of
+// facecuda/layers.h, layers_ext.h and layers_attn.h.
+//
+// Second-batch nodes: tokens are [N, T, C] (channels last), maps [N, C, H, W]. Linear applies over the
+// last axis ([N, in] or [N, T, in] as [N·T, in]). Attention/XCA nodes take the qkv projection
+// [N, T, 3·C], split it into heads [3, N, H, T, D] by one strided copy (timm's reshape/permute), run
+// the core and merge the heads back; attention keeps P for the backward only in training mode (a
+// backward after an eval forward recomputes it). Drop path draws per sample from (seed ^ node, step)
+// in training and is the identity in eval. A conv with asymmetric padding copies its input into a
+// zero-padded buffer and runs unpadded. The Fourier positional encoding's table is a constant built
+// on the host per map size; only its 1×1 projection learns. Token masking runs at ratio 0 only.
 //
 // A model is built from a ModelDesc: its tensors (parameters and buffers, each with a state-dict
 // name, a shape and an init) and its nodes in execution (topological) order, node 0 the input. The

@@ -148,13 +148,7 @@ struct Ops {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k = {"portable",
-                            map_forward<Ops, silu_fwd<Ops>>,
-                            map_forward<Ops, sigmoid_fwd<Ops>>,
-                            map_forward<Ops, gelu_fwd<Ops>>,
-                            map_backward<Ops, silu_bwd<Ops>>,
-                            map_backward<Ops, sigmoid_bwd<Ops>>,
-                            map_backward<Ops, gelu_bwd<Ops>>};
+  static const Kernels k = make_kernels<Ops>("portable");
   return k;
 }
 

@@ -79,13 +79,7 @@ struct Ops {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k = {"avx2",
-                            map_forward<Ops, silu_fwd<Ops>>,
-                            map_forward<Ops, sigmoid_fwd<Ops>>,
-                            map_forward<Ops, gelu_fwd<Ops>>,
-                            map_backward<Ops, silu_bwd<Ops>>,
-                            map_backward<Ops, sigmoid_bwd<Ops>>,
-                            map_backward<Ops, gelu_bwd<Ops>>};
+  static const Kernels k = make_kernels<Ops>("avx2");
   return k;
 }
 

@@ -70,13 +70,7 @@ struct Ops {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k = {"avx512",
-                            map_forward<Ops, silu_fwd<Ops>>,
-                            map_forward<Ops, sigmoid_fwd<Ops>>,
-                            map_forward<Ops, gelu_fwd<Ops>>,
-                            map_backward<Ops, silu_bwd<Ops>>,
-                            map_backward<Ops, sigmoid_bwd<Ops>>,
-                            map_backward<Ops, gelu_bwd<Ops>>};
+  static const Kernels k = make_kernels<Ops>("avx512");
   return k;
 }
 

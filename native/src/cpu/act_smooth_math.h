@@ -281,3 +281,15 @@ void map_backward(const float* dy, const float* x, float* dx, int64_t n) {
   for (; i + O::kW <= n; i += O::kW) O::store(dx + i, F(O::load(dy + i), O::load(x + i)));
   if (i < n) O::store_part(dx + i, F(O::load_part(dy + i, n - i), O::load_part(x + i, n - i)), n - i);
 }
+
+// The kernel table of one instruction set (its Ops), for kernels_portable/_avx2/_avx512.
+template <class O>
+Kernels make_kernels(const char* name) {
+  return {name,
+          map_forward<O, silu_fwd<O>>,
+          map_forward<O, sigmoid_fwd<O>>,
+          map_forward<O, gelu_fwd<O>>,
+          map_backward<O, silu_bwd<O>>,
+          map_backward<O, sigmoid_bwd<O>>,
+          map_backward<O, gelu_bwd<O>>};
+}
