@@ -249,54 +249,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// NCHW (I > 1): one block per (channel, range of its O·I values).
-template <int V, class F>
-__global__ void __launch_bounds__(kThreads)
-    chan_partials(int64_t O, int64_t C, int64_t I, int64_t P, int64_t L, F f, double* __restrict__ part) {
-  __shared__ double sh[kWarps][V];
-  const int64_t M = O * I;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t b = blockIdx.x; b < C * P; b += gridDim.x) {
-    const int64_t c = b / P, p = b % P;
-    const int64_t j0 = p * L, j1 = min(M, j0 + L);
-    double acc[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = 0.0;
-    for (int64_t j = j0 + threadIdx.x; j < j1; j += kThreads) {
-      const int64_t o = j / I;
-      f((o * C + c) * I + (j - o * I), c, acc);
-    }
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      const double t = warp_total(acc[v]);
-      if (lane == 0) sh[warp][v] = t;
-    }
-    __syncthreads();
-    if (threadIdx.x < V) {
-      double t = 0.0;
-      for (int w = 0; w < kWarps; ++w) t += sh[w][threadIdx.x];
-      part[b * V + threadIdx.x] = t;
-    }
-    __syncthreads();
-  }
-}
-
-// out_v[c] += float(Σ_p part[c, p, v]) for the defined outputs.
+// out_v[c] += float(sum_v) for the defined outputs (channel_finalize's g).
 template <int V>
-__global__ void __launch_bounds__(kThreads)
-    chan_finalize(int64_t C, int64_t P, const double* __restrict__ part, float* out0, float* out1) {
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(gridDim.x) * blockDim.x) {
-    double sum[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) sum[v] = 0.0;
-    for (int64_t p = 0; p < P; ++p) {
-#pragma unroll
-      for (int v = 0; v < V; ++v) sum[v] += part[(c * P + p) * V + v];
-    }
+struct AddSums {
+  float* out0;
+  float* out1;
+  __device__ void operator()(int64_t c, const double* sum) const {
     if (out0) out0[c] += static_cast<float>(sum[0]);
     if (V > 1 && out1) out1[c] += static_cast<float>(sum[V > 1 ? 1 : 0]);
   }
-}
+};
 
 template <int V, class F>
 void channel_grads(int64_t O, int64_t C, int64_t I, const F& f, float* out0, float* out1, const On& on) {
@@ -317,12 +279,13 @@ void channel_grads(int64_t O, int64_t C, int64_t I, const F& f, float* out0, flo
     P = std::max<int64_t>(1, std::min<int64_t>(kMaxParts, ceil_div(M, kPartElems)));
     const int64_t L = ceil_div(std::max<int64_t>(M, 1), P);
     part = scratch_f64(on.dev, C * P * V);
-    chan_partials<V><<<static_cast<unsigned>(std::min(C * P, kMaxBlocks)), kThreads, 0, on.s>>>(O, C, I, P, L, f,
-                                                                                                 f64(part));
-    FC_LAUNCH_CHECK("chan_partials", "C=", C, " M=", M, " P=", P);
+    // NCHW (I > 1): one block per (channel, range of its O·I values).
+    channel_partials<V><<<static_cast<unsigned>(std::min(C * P, kMaxBlocks)), kThreads, 0, on.s>>>(O, C, I, P, L,
+                                                                                                    f, f64(part));
+    FC_LAUNCH_CHECK("channel_partials", "C=", C, " M=", M, " P=", P);
   }
-  chan_finalize<V><<<grid_for(C, kThreads), kThreads, 0, on.s>>>(C, P, f64(part), out0, out1);
-  FC_LAUNCH_CHECK("chan_finalize", "C=", C, " P=", P);
+  channel_finalize<V><<<grid_for(C, kThreads), kThreads, 0, on.s>>>(C, P, f64(part), AddSums<V>{out0, out1});
+  FC_LAUNCH_CHECK("channel_finalize", "C=", C, " P=", P);
 }
 
 struct LnParamSums {  // Σ dy·x̂, Σ dy

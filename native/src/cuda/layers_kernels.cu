@@ -77,59 +77,7 @@ __device__ __forceinline__ float affine(float x, float m, float k, float b) {
   return __fadd_rn(__fmul_rn(__fsub_rn(x, m), k), b);
 }
 
-__device__ __forceinline__ double warp_sum(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // ---- two-level per-channel reduction (see the file comment)
-
-template <int V, class F>
-__global__ void __launch_bounds__(kThreads)
-    channel_partials(int64_t N, int64_t C, int64_t S, int64_t P, int64_t L, F f, double* __restrict__ part) {
-  __shared__ double sh[kWarps][V];
-  const int64_t M = N * S;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int64_t b = blockIdx.x; b < C * P; b += gridDim.x) {
-    const int64_t c = b / P, p = b % P;
-    const int64_t j0 = p * L, j1 = min(M, j0 + L);
-    double acc[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = 0.0;
-    for (int64_t j = j0 + threadIdx.x; j < j1; j += kThreads) {
-      const int64_t n = j / S;
-      f((n * C + c) * S + (j - n * S), c, acc);
-    }
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      acc[v] = warp_sum(acc[v]);
-      if (lane == 0) sh[warp][v] = acc[v];
-    }
-    __syncthreads();
-    if (threadIdx.x < V) {
-      double t = 0.0;
-      for (int w = 0; w < kWarps; ++w) t += sh[w][threadIdx.x];
-      part[b * V + threadIdx.x] = t;
-    }
-    __syncthreads();
-  }
-}
-
-template <int V, class G>
-__global__ void __launch_bounds__(kThreads)
-    channel_finalize(int64_t C, int64_t P, const double* __restrict__ part, G g) {
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(gridDim.x) * blockDim.x) {
-    double sum[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) sum[v] = 0.0;
-    for (int64_t p = 0; p < P; ++p) {
-#pragma unroll
-      for (int v = 0; v < V; ++v) sum[v] += part[(c * P + p) * V + v];
-    }
-    g(c, sum);
-  }
-}
 
 // f(idx, c, acc) adds element idx of channel c into acc[V]; g(c, sums) finalizes channel c.
 template <int V, class F, class G>
