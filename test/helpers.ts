@@ -1,6 +1,8 @@
 // Shared test helpers: seeded random data (a fresh seed per run, printed so failures reproduce) and
 // float64 references written independently of the engine.
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
 
 const envSeed = process.env.FACECUDA_TEST_SEED;
 export const SEED = envSeed ? Number(envSeed) : (Date.now() ^ (process.pid << 8)) >>> 0;
@@ -77,4 +79,31 @@ export function maxRel(got: ArrayLike<number>, want: ArrayLike<number>): number 
     e = Math.max(e, Math.abs(got[i] - want[i]));
   }
   return e / m;
+}
+
+// onnxruntime runs in a child process: inside jest its addon's typed arrays come from another realm
+// and fail onnxruntime-common's own `instanceof Float32Array` checks.
+const ORT_RUNNER = `
+const fs = require('fs');
+const ort = require(${JSON.stringify(require.resolve('onnxruntime-node'))});
+const [model, input, output, n, size] = process.argv.slice(1);
+(async () => {
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2 });
+  const b = fs.readFileSync(input);
+  const x = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [Number(n), 3, Number(size), Number(size)]) });
+  const y = out[session.outputNames[0]].data;
+  fs.writeFileSync(output, Buffer.from(y.buffer, y.byteOffset, y.byteLength));
+})().catch((e) => { console.error(e); process.exit(2); });
+`;
+
+/** The first output of an ONNX model run by onnxruntime-node on x [n, 3, size, size] (in a child process; files in `dir`). */
+export function runOnnxruntime(model: string, x: Float32Array, n: number, dir: string, size = 112): Float32Array {
+  const input = path.join(dir, 'x.bin');
+  const output = path.join(dir, 'y.bin');
+  fs.writeFileSync(input, Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+  const r = spawnSync(process.execPath, ['-e', ORT_RUNNER, model, input, output, String(n), String(size)], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`onnxruntime failed (${r.status}): ${r.stderr}`);
+  const b = fs.readFileSync(output);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
 }

@@ -534,7 +534,7 @@ export interface MobileFaceNetConfig {
  * `preset` tells the face variant apart ('A' timm blocks + GDC, 'B' cavaface; see the builders).
  */
 export interface ZooConfig {
-  readonly family: 'mobilenetv3' | 'efficientnet' | 'ghostnet' | 'edgenext' | 'vit' | 'deit' | 'if_vit';
+  readonly family: 'mobilenetv3' | 'efficientnet' | 'ghostnet' | 'edgenext' | 'vit' | 'deit' | 'if_vit' | 'onnx';
   readonly variant: string;
   readonly preset?: string;
   readonly embeddingSize: number;

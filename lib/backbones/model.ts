@@ -34,7 +34,8 @@
 import { addon } from '../binding';
 import { resolveDevice, DeviceName, DeviceSpec } from '../device';
 import { FacecudaError, invalidParameterError, outOfRangeError, withCallSite } from '../errors';
-import { parseOnnx, readOnnx, recognizeOnnx } from '../onnx/import';
+import { OnnxModel, parseOnnx, readOnnx, recognizeOnnx } from '../onnx/import';
+import { TranslatedOnnx, translateOnnx } from '../onnx/translate';
 import { readSafetensors, readSafetensorsHeader, writeSafetensors } from '../safetensors';
 import { version } from '../system';
 import { Tensor, tensorArg } from '../tensor';
@@ -647,7 +648,14 @@ export class Backbone {
     const rt = runtimeOptions(options, 'loadOnnx');
     // Interpret options
     const onnx = is.string(source) ? await withCallSite(readOnnx(source), site) : parseOnnx(source);
-    const rec = recognizeOnnx(onnx);
+    let rec: ReturnType<typeof recognizeOnnx>;
+    try {
+      rec = recognizeOnnx(onnx);
+    } catch (e) {
+      if (!(e instanceof FacecudaError) || e.code !== 'NOT_IMPLEMENTED') throw e;
+      // Not an IResNet/MobileFaceNet graph: translate it layer by layer (the second backbone batch).
+      return Backbone.#fromTranslated(onnx, translateOnnx(onnx), rt, site);
+    }
     let arch = rec.folds.length > 0 ? foldBatchNorms(rec.arch, rec.folds) : rec.arch;
     if (rec.inputNormalization) {
       const { mean, std } = rec.inputNormalization;
@@ -659,6 +667,21 @@ export class Backbone {
     const model = new Backbone(arch, rt);
     try {
       await withCallSite(model.loadStateDict(rec.tensors), site);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    const meta = new Map(onnx.metadataProps.map((e) => [e.key, e.value]));
+    model.license = meta.get('license') ?? 'unspecified';
+    const producer = onnx.producerName ? ` (${onnx.producerName}${onnx.producerVersion ? ` ${onnx.producerVersion}` : ''})` : '';
+    model.provenance = `imported from ${onnx.source}${producer}`;
+    return model.eval();
+  }
+
+  static async #fromTranslated(onnx: OnnxModel, t: TranslatedOnnx, rt: Runtime, site: Error): Promise<Backbone> {
+    const model = new Backbone(t.arch as unknown as BackboneArch, rt);
+    try {
+      await withCallSite(model.loadStateDict(t.tensors), site);
     } catch (e) {
       model.dispose();
       throw e;

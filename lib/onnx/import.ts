@@ -107,11 +107,13 @@ export interface RecognizedOnnx {
 
 // #region errors and small helpers
 
-function corrupt(source: string, message: string): FacecudaError {
+/** @internal (shared with translate.ts) */
+export function corrupt(source: string, message: string): FacecudaError {
   return new FacecudaError('CORRUPT_FILE', `Corrupt ${source}: ${message}`);
 }
 
-function unsupported(source: string, message: string): FacecudaError {
+/** @internal (shared with translate.ts) */
+export function unsupported(source: string, message: string): FacecudaError {
   return new FacecudaError('NOT_IMPLEMENTED', `Cannot import ${source}: ${message}`);
 }
 
@@ -122,7 +124,8 @@ function ioError(action: string, path: string, err: unknown): FacecudaError {
   return e;
 }
 
-function describeNode(index: number, node: OnnxNode): string {
+/** @internal (shared with translate.ts) */
+export function describeNode(index: number, node: OnnxNode): string {
   return `node ${index} '${node.name || '(unnamed)'}' (${node.domain ? node.domain + '::' : ''}${node.opType})`;
 }
 
@@ -152,7 +155,8 @@ function shapeText(dims: readonly number[]): string {
  * Checks what the wire format cannot: the graph exists, every tensor's data matches its dims and
  * data type, the nodes are in topological order with unique outputs, attributes are named and typed.
  */
-function validateModel(model: OnnxModelProto, source: string): asserts model is OnnxModel {
+/** @internal (shared with translate.ts) */
+export function validateModel(model: OnnxModelProto, source: string): asserts model is OnnxModel {
   if (model.irVersion <= 0) throw corrupt(source, 'ModelProto.ir_version is missing');
   const g = model.graph;
   if (!g) throw corrupt(source, 'ModelProto.graph is missing');
@@ -302,7 +306,8 @@ function float16ToFloat32(h: number): number {
 }
 
 /** A tensor's values as float32 (FLOAT, FLOAT16 and DOUBLE data; views when FLOAT raw data is aligned). */
-function toFloat32(t: OnnxTensor, where: string, source: string): Float32Array {
+/** @internal (shared with translate.ts) */
+export function toFloat32(t: OnnxTensor, where: string, source: string): Float32Array {
   const n = elementCount(t.dims);
   const raw = t.rawData;
   switch (t.dataType) {
@@ -339,7 +344,8 @@ function toFloat32(t: OnnxTensor, where: string, source: string): Float32Array {
 }
 
 /** A tensor's values as integers (INT64 or INT32). */
-function toIntegers(t: OnnxTensor, where: string, source: string): number[] {
+/** @internal (shared with translate.ts) */
+export function toIntegers(t: OnnxTensor, where: string, source: string): number[] {
   const n = elementCount(t.dims);
   const raw = t.rawData;
   if (t.dataType === DATA_TYPE.INT64) {
@@ -473,7 +479,8 @@ class GraphView {
   }
 }
 
-function constantValue(node: OnnxNode, i: number, source: string): OnnxTensor {
+/** @internal (shared with translate.ts) */
+export function constantValue(node: OnnxNode, i: number, source: string): OnnxTensor {
   if (node.attribute.length !== 1) throw unsupported(source, `${describeNode(i, node)} has ${node.attribute.length} attributes; expected exactly one value`);
   const a = node.attribute[0];
   const scalar = (dataType: number, dims: number[], floatData: number[], int64Data: number[]): OnnxTensor => ({
@@ -494,26 +501,31 @@ function constantValue(node: OnnxNode, i: number, source: string): OnnxTensor {
   }
 }
 
-function attr(node: OnnxNode, name: string): OnnxAttribute | undefined {
+/** @internal (shared with translate.ts) */
+export function attr(node: OnnxNode, name: string): OnnxAttribute | undefined {
   return node.attribute.find((a) => a.name === name);
 }
 
-function attrInt(node: OnnxNode, name: string, dflt: number): number {
+/** @internal (shared with translate.ts) */
+export function attrInt(node: OnnxNode, name: string, dflt: number): number {
   const a = attr(node, name);
   return a ? a.i : dflt;
 }
 
-function attrFloat(node: OnnxNode, name: string, dflt: number): number {
+/** @internal (shared with translate.ts) */
+export function attrFloat(node: OnnxNode, name: string, dflt: number): number {
   const a = attr(node, name);
   return a ? a.f : dflt;
 }
 
-function attrInts(node: OnnxNode, name: string): number[] | null {
+/** @internal (shared with translate.ts) */
+export function attrInts(node: OnnxNode, name: string): number[] | null {
   const a = attr(node, name);
   return a ? a.ints : null;
 }
 
-function attrString(node: OnnxNode, name: string): string | null {
+/** @internal (shared with translate.ts) */
+export function attrString(node: OnnxNode, name: string): string | null {
   const a = attr(node, name);
   return a ? Buffer.from(a.s).toString('utf8') : null;
 }

@@ -4,7 +4,6 @@
 //   2. the same ONNX file unfolded, imported with readOnnx + recognizeOnnx into a fresh model.
 // Embeddings must agree within 1e-4 of their largest magnitude (fp32 on both sides, different
 // summation orders and, with folding, different rounding of the folded weights).
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -12,33 +11,7 @@ import * as path from 'path';
 import { Backbone, loadOnnx, readOnnx, recognizeOnnx, Tensor } from '../../lib';
 import { archToOnnx } from '../../lib/onnx/export';
 import { encodeOnnxModel } from '../../lib/onnx/proto';
-import { maxRel, randomFloats, rng, SEED } from '../helpers';
-
-// onnxruntime runs in a child process: inside jest its addon's typed arrays come from another realm
-// and fail onnxruntime-common's own `instanceof Float32Array` checks.
-const RUNNER = `
-const fs = require('fs');
-const ort = require(${JSON.stringify(require.resolve('onnxruntime-node'))});
-const [model, input, output, n] = process.argv.slice(1);
-(async () => {
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 2 });
-  const b = fs.readFileSync(input);
-  const x = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-  const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [Number(n), 3, 112, 112]) });
-  const y = out[session.outputNames[0]].data;
-  fs.writeFileSync(output, Buffer.from(y.buffer, y.byteOffset, y.byteLength));
-})().catch((e) => { console.error(e); process.exit(2); });
-`;
-
-function runOnnxruntime(model: string, x: Float32Array, n: number, dir: string): Float32Array {
-  const input = path.join(dir, 'x.bin');
-  const output = path.join(dir, 'y.bin');
-  fs.writeFileSync(input, Buffer.from(x.buffer, x.byteOffset, x.byteLength));
-  const r = spawnSync(process.execPath, ['-e', RUNNER, model, input, output, String(n)], { encoding: 'utf8', timeout: 120_000 });
-  if (r.status !== 0) throw new Error(`onnxruntime failed (${r.status}): ${r.stderr}`);
-  const b = fs.readFileSync(output);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
+import { maxRel, randomFloats, rng, runOnnxruntime, SEED } from '../helpers';
 
 async function randomizeStatistics(model: Backbone, r: () => number): Promise<Map<string, Float32Array>> {
   // Every float tensor, BatchNorm statistics included, drawn fresh (the init's 0/1 statistics would
