@@ -213,6 +213,8 @@ interface AttnVal {
   xca: boolean;
   /** XCA temperature [heads] (scores multiplied by a constant [h,1,1]). */
   temperature: number[] | null;
+  /** The temperature's initializer name (it names the XCA module: `<module>.temperature`). */
+  temperatureName?: string;
 }
 
 /** ‖part‖ over its last axis, in steps: x·x → Σ → √ (or ReduceL2), clamped below by Clip. */
@@ -1048,7 +1050,7 @@ class Translator {
     const vp = this.val(p);
     const vq = this.val(q);
     // symbolic attention and norms
-    if (vp.kind === 'attn' || vq.kind === 'attn' || vp.kind === 'norm' || vq.kind === 'norm') return this.attnArith(op, vp, vq);
+    if (vp.kind === 'attn' || vq.kind === 'attn' || vp.kind === 'norm' || vq.kind === 'norm') return this.attnArith(op, vp, vq, [p, q]);
     if (pc || qc) {
       const cname = pc ? p : q;
       const other = pc ? vq : vp;
@@ -1145,9 +1147,10 @@ class Translator {
     const layout = this.perChannel(x, k);
     const lastAxis = layout === 'last';
     if (!layout) this.fail(`multiplies a [N, ${x.shape}] value by a constant of shape [${k.dims}] (supported: a scalar, or a per-channel scale)`);
+    // the tensor keeps the file's name (`<module>.gamma` / `.gamma_xca`, EdgeNeXt's) when it has one
     const named = /^[A-Za-z_][\w.]*\.(gamma|gamma_xca)$/.exec(cname);
-    const module = named ? this.unique(cname.slice(0, -named[1].length - 1)) : this.unique(this.scope(i));
     const role = named ? (named[1] as 'gamma' | 'gamma_xca') : 'gamma';
+    const module = named && !this.tensors.has(cname) ? cname.slice(0, -role.length - 1) : this.unique(this.scope(i));
     const id = this.g.layerScale(this.unique(`${module}.${role}.scale`), module, role, x.id, lastAxis ? 'last' : 'channels', 1);
     this.put(`${module}.${role}`, [c], k.data);
     return { ...x, id };
@@ -1354,7 +1357,7 @@ class Translator {
 
   // #region attention
 
-  private attnArith(op: string, p: Val, q: Val): Val {
+  private attnArith(op: string, p: Val, q: Val, names: string[]): Val {
     if (op === 'Mul' && p.kind === 'attn' && q.kind === 'attn' && p === q && p.stage === 'part') return { kind: 'norm', of: p, stage: 'sq' };
     if (op === 'Div' && p.kind === 'attn' && q.kind === 'norm' && q.stage === 'l2' && q.of === p && p.stage === 'part') return { ...p, normalized: true };
     const [a, k] = p.kind === 'attn' ? [p, q] : [q as AttnVal, p];
@@ -1366,7 +1369,7 @@ class Translator {
       if (a.stage === 'part' || a.stage === 'scores') return { ...a, scale: a.scale * s };
     }
     if (op === 'Mul' && a.stage === 'scores' && a.xca && c.data.length === a.heads && count(c.dims) === a.heads && c.dims[c.dims.length - 3] === a.heads) {
-      return { ...a, temperature: c.data };
+      return { ...a, temperature: c.data, temperatureName: names[p === a ? 1 : 0] };
     }
     return this.fail(`${op} of a step of an attention computation by a constant of shape [${c.dims}]`);
   }
@@ -1397,7 +1400,8 @@ class Translator {
     const dim = v.heads * v.headDim;
     if (t.data.length !== 2 || !(t.data[0] === tokens || t.data[0] === -1 || t.data[0] === 0) || !(t.data[1] === dim || t.data[1] === -1)) this.fail(`reshapes the attention output to [N, ${t.data}]; expected [N, ${tokens}, ${dim}]`);
     if (qkvWidth !== 3 * dim) this.fail(`qkv has ${qkvWidth} features; expected ${3 * dim}`);
-    const module = this.unique(this.scope(this.at).replace(/\.[^.]*$/, '') || this.scope(this.at));
+    const named = v.temperatureName && /^[A-Za-z_][\w.]*\.temperature$/.test(v.temperatureName) ? v.temperatureName.slice(0, -'.temperature'.length) : null;
+    const module = this.unique(named ?? this.scope(this.at));
     let id: string;
     if (v.xca) {
       if (!v.temperature) this.fail('a cross-covariance attention without a temperature');
