@@ -477,4 +477,4 @@ async function runCudaRows(fc, info, opts, records) {
 }
 
 // #endregion
-module.exports = { run };
+module.exports = { run, probeOurs, timeOurs, errorText, skipKind };
