@@ -29,6 +29,7 @@ export {
   InsightfaceVitArchOptions, GhostNetVariant, AnyArchNode, ZooArchNode,
 } from './backbones/arch';
 export { readOnnx, parseOnnx, recognizeOnnx, OnnxModel, RecognizedOnnx, ImportedTensor, FoldedPair } from './onnx/import';
+export { translateOnnx, TranslatedOnnx } from './onnx/translate';
 export { Backbone, IResNet, loadOnnx, MobileFaceNet, BackboneOptions, BackboneRuntimeOptions, BackboneParameter, SaveOptions, StateDictValue, LoadStateDictResult } from './backbones/model';
 export { Optimizer, SGD, AdamW, paramGroups, headParams, sampledRows, clipGradNorm, scaleGradients, OptimParam, ParamGroup, ParamGroupsOptions, OptimStepResult, OptimStepOptions, ParamState, OptimizerState, SGDOptions, AdamWOptions } from './optim';
 export { MultiStepLR, CosineLR, PolyWarmupLR, fromEpochs, SEED_MILESTONE_EPOCHS, ARCFACE_TORCH_V1_MILESTONES, LrSchedule, EpochSchedules } from './schedule';

@@ -631,9 +631,14 @@ export class Backbone {
    * `preprocessing` (mean/std) instead of a layer, so `forward` takes the normalized input as
    * for every backbone. The model comes back in eval mode (an ONNX graph is an inference graph).
    *
+   * Any other graph (MobileNetV3, EfficientNet, GhostNet/GhostFaceNets, EdgeNeXt/EdgeFace,
+   * ViT/DeiT, insightface ViT, as PyTorch exports them) is translated layer by layer
+   * ({@link translateOnnx}): the model is named `onnx:<graph name>`, its tensors keep the export's
+   * state-dict names where the file has them, and `save` writes the graph with the weights.
+   *
    * @param source a path, or the file's bytes
    * @throws `IO_ERROR` when the file cannot be read; `CORRUPT_FILE` for a malformed protobuf;
-   *   `NOT_IMPLEMENTED` naming the first node that does not fit IResNet or MobileFaceNet
+   *   `NOT_IMPLEMENTED` naming the first node that has no facecuda layer, with what was expected
    * @example
    * const model = await Backbone.loadOnnx('w600k_r50.onnx');
    * model.preprocessing.mean; // [127.5, 127.5, 127.5]
@@ -1063,8 +1068,9 @@ export const MobileFaceNet = {
 };
 
 /**
- * {@link Backbone.loadOnnx}: an IResNet or MobileFaceNet ONNX model (arcface_torch export or
- * insightface model zoo) as a Backbone in eval mode.
+ * {@link Backbone.loadOnnx}: an ONNX backbone (IResNet/MobileFaceNet from arcface_torch or the
+ * insightface model zoo, or any graph of the second backbone batch as PyTorch exports it) as a
+ * Backbone in eval mode.
  *
  * @example
  * const model = await loadOnnx('w600k_r50.onnx', { device: 'cpu' });
