@@ -1,0 +1,23 @@
+// @file conv_dw_avx512.cc
+// @brief The depthwise forward kernels (conv_dw_kernels.h) compiled with the AVX-512 flags: 16-lane
+// vectors are zmm registers, the stride-2 column split vpermt2ps. conv_dw.cc calls this when
+// fc::simd_level() is Avx512.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "cpu/conv_dw.h"
+
+namespace fc {
+namespace nn {
+namespace dw {
+
+namespace {
+#include "cpu/conv_dw_kernels.h"
+}  // namespace
+
+void forward_avx512(const Args& a, int64_t p0, int64_t p1, float* scratch) { dw_run(a, p0, p1, scratch); }
+
+}  // namespace dw
+}  // namespace nn
+}  // namespace fc
