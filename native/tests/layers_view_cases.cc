@@ -70,6 +70,16 @@ std::vector<ViewSpec> view_specs() {
   v.push_back({"to tokens [N,C,H,W] -> [N,HW,C]", {N, 6, 3, 4}, {N, 12, 6},
                [=](const Tensor& t) { return t.reshape({N, 6, 12}).transpose(1, 2); },
                [](const Tensor& t) { return t; }, 1.0f, false});
+  // Large enough (>= 32 on both sides) for the tiled transpose of strided_copy, partial tiles included.
+  v.push_back({"to tokens, tiled [N,40,6,7] -> [N,42,40]", {N, 40, 6, 7}, {N, 42, 40},
+               [=](const Tensor& t) { return t.reshape({N, 40, 42}).transpose(1, 2); },
+               [](const Tensor& t) { return t; }, 1.0f, false});
+  v.push_back({"to map, tiled, scaled and accumulated [N,42,40] -> [N,40,6,7]", {N, 42, 40}, {N, 40, 6, 7},
+               [](const Tensor& t) { return t; },
+               [=](const Tensor& t) { return t.reshape({N, 40, 42}).transpose(1, 2); }, -0.75f, true});
+  v.push_back({"heads split, tiled [N,T,3,H,D] with T=33, D=35", {N, 33, 3 * 2 * 35}, {3, N, 2, 35, 33},
+               [=](const Tensor& t) { return t.reshape({N, 33, 3, 2, 35}).transpose(0, 2).transpose(1, 2).transpose(2, 3).transpose(3, 4); },
+               [](const Tensor& t) { return t; }, 1.0f, false});
   v.push_back({"channel slice into a concat", {N, 7, 3, 3}, {N, 9, 3, 3},
                [](const Tensor& t) { return t.narrow(1, 2, 4); }, [](const Tensor& t) { return t.narrow(1, 5, 4); },
                0.5f, true});

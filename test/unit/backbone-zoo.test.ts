@@ -418,3 +418,56 @@ describe('drop path: seeded in training, identity in eval (EdgeNeXt-S, rate 0.2)
     }
   }, 60_000);
 });
+
+describe('eval-mode fusion: conv (+ folded BatchNorm) + activation in one pass (CPU)', () => {
+  // With foldBatchNorm (the default) an eval forward runs conv → BN → ReLU/ReLU6/hard-swish/SiLU as
+  // one convolution with a fused epilogue; foldBatchNorm: false runs every layer on its own. Same
+  // weights and input: outputs, dL/dx and every parameter gradient (the backward after a fused
+  // forward recomputes the skipped intermediate outputs) must agree.
+  for (const name of ['mobilenetv3_large', 'efficientnet_b0', 'ghostnet_1.0_gdc'] as const) {
+    it(`${name}: fused and unfused eval forward + backward agree`, async () => {
+      const fused = Backbone.create(name, { seed: 4 });
+      const plain = Backbone.create(name, { seed: 4, foldBatchNorm: false });
+      try {
+        for (const m of [fused, plain]) {
+          await m.loadStateDict(zoo.zooState(m.arch, stateDictTensors(m.arch)));
+          m.eval();
+        }
+        const N = 2;
+        const seed = (Date.now() & 0xffff) + 1;
+        const x = Tensor.from(Float32Array.from({ length: N * 3 * 112 * 112 }, (_, i) => Math.sin(0.0137 * i * seed + seed)), [N, 3, 112, 112]);
+        const g = Tensor.from(Float32Array.from({ length: N * 512 }, (_, i) => Math.cos(0.71 * i + seed)), [N, 512]);
+        const rel = (p: ArrayLike<number>, q: ArrayLike<number>): number => {
+          let m = 1e-30;
+          let e = 0;
+          for (let i = 0; i < q.length; i++) {
+            m = Math.max(m, Math.abs(q[i]));
+            e = Math.max(e, Math.abs(p[i] - q[i]));
+          }
+          return e / m;
+        };
+        const yf = (await (await fused.forward(x)).toArray()) as Float32Array;
+        const yp = (await (await plain.forward(x)).toArray()) as Float32Array;
+        expect(rel(yf, yp)).toBeLessThan(1e-4);
+        const dxf = (await (await fused.backward(g, { inputGrad: true }))!.toArray()) as Float32Array;
+        const dxp = (await (await plain.backward(g, { inputGrad: true }))!.toArray()) as Float32Array;
+        expect(rel(dxf, dxp)).toBeLessThan(1e-3);
+        const pf = await fused.parameters();
+        const pp = await plain.parameters();
+        let checked = 0;
+        for (let k = 0; k < pf.length; k++) {
+          if (!pf[k].grad || !pp[k].grad) continue;
+          const a = (await pf[k].grad!.toArray()) as Float32Array;
+          const b = (await pp[k].grad!.toArray()) as Float32Array;
+          if (b.every((v) => v === 0)) continue;
+          expect([pf[k].name, rel(a, b) < 1e-3]).toEqual([pf[k].name, true]);
+          checked++;
+        }
+        expect(checked).toBeGreaterThan(50);
+      } finally {
+        fused.dispose();
+        plain.dispose();
+      }
+    }, 120_000);
+  }
+});

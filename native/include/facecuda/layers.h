@@ -108,6 +108,10 @@ struct Conv2dParams {
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_h = 0, pad_w = 0;  // zero padding on both sides
   int64_t groups = 1;
+  // CPU only (forward): an activation applied to y after the bias, exactly as the separate layer
+  // computes it; the model executor sets it when it fuses conv → activation in eval mode.
+  // 0 none, 1 ReLU, 2 ReLU6, 3 hard-swish, 4 SiLU (cpu/conv_pointwise.h's Act). CUDA refuses it.
+  int epilogue = 0;
   Conv2dParams() = default;
   Conv2dParams(int64_t stride, int64_t pad, int64_t groups_ = 1)
       : stride_h(stride), stride_w(stride), pad_h(pad), pad_w(pad), groups(groups_) {}

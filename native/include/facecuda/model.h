@@ -232,7 +232,7 @@ class Model {
   };
   DxSink dx_sink(size_t j, bool covers_all);
   // The node ops of the second batch (model.cc).
-  void conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y);
+  void conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y, int epilogue = 0);
   void linear_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y);
   void forward_ext(size_t i, const Tensor& in, const Tensor& y);
   void backward_ext(size_t i, const Tensor& g);
@@ -264,6 +264,9 @@ class Model {
   Tensor input_;  // the last forward's x (conv1's backward reads it)
   std::vector<int> fold_bn_;    // per conv/linear node: the BatchNorm node folded into it in eval, or -1
   std::vector<int> folded_in_;  // per BatchNorm node: the layer it is folded into, or -1
+  // Eval-mode conv → activation fusion (CPU, with the folds): per conv node the activation node it
+  // computes too (or -1), per activation node the conv that computes it (or -1), and the epilogue.
+  std::vector<int> act_of_conv_, conv_of_act_, conv_epilogue_;
   std::vector<Tensor> fold_w_, fold_b_;  // per folded layer: the folded weight and bias
   bool folds_valid_ = false;
   bool last_folded_ = false;     // the last forward ran the folded graph (cleared once recomputed)

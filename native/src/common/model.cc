@@ -7,8 +7,13 @@
 #include "facecuda/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 #include <utility>
 
 #include "common/margin_math.h"
@@ -483,6 +488,9 @@ void Model::plan_folds() {
     prelu_of_bn_[j] = static_cast<int>(k);
     bn_of_prelu_[k] = j;
   }
+  act_of_conv_.assign(nn_, -1);
+  conv_of_act_.assign(nn_, -1);
+  conv_epilogue_.assign(nn_, 0);
   if (!options_.fold_batch_norm) return;
   for (size_t j = 1; j < nn_; ++j) {
     const NodeDesc& bn = desc_.nodes[j];
@@ -493,6 +501,25 @@ void Model::plan_folds() {
     if (readers[i] != 1 || desc_.output == i) continue;
     fold_bn_[i] = static_cast<int>(j);
     folded_in_[j] = i;
+  }
+  // conv (→ folded BatchNorm) → ReLU / ReLU6 / hard-swish / SiLU, the activation the only reader:
+  // the conv applies it in its epilogue (CPU; the 1×1 kernel while the tile is in registers).
+  if (device_.is_cuda()) return;
+  for (size_t k = 1; k < nn_; ++k) {
+    const NodeDesc& a = desc_.nodes[k];
+    int epi = 0;
+    if (a.kind == NodeKind::ReLU) epi = 1;
+    if (a.kind == NodeKind::Activation) {
+      epi = a.act == nn::Activation::kReLU6 ? 2 : a.act == nn::Activation::kHardSwish ? 3 : a.act == nn::Activation::kSiLU ? 4 : 0;
+    }
+    if (epi == 0) continue;
+    const int src = a.inputs[0];
+    const int i = folded_in_[src] >= 0 ? folded_in_[src] : src;
+    if (desc_.nodes[i].kind != NodeKind::Conv2d || readers[src] != 1 || desc_.output == src) continue;
+    if (i != src && fold_bn_[i] != src) continue;
+    act_of_conv_[i] = static_cast<int>(k);
+    conv_of_act_[k] = i;
+    conv_epilogue_[i] = epi;
   }
 }
 
@@ -528,6 +555,16 @@ void Model::refresh_folds() {
 void Model::recompute_folded_outputs() {
   const Tensor none;
   for (size_t i = 1; i < desc_.nodes.size(); ++i) {
+    if (act_of_conv_[i] >= 0) {
+      // the fused activation's input was never written: the conv's own output, or its folded BatchNorm's
+      const NodeDesc& nd = desc_.nodes[i];
+      const Tensor& in = act_[nd.inputs[0]];
+      if (fold_bn_[i] >= 0) {
+        conv_forward(i, in, fold_w_[i], fold_b_[i], act_[fold_bn_[i]]);
+      } else {
+        conv_forward(i, in, tensors_[nd.weight], nd.bias >= 0 ? tensors_[nd.bias] : none, act_[i]);
+      }
+    }
     if (fold_bn_[i] < 0) continue;
     const NodeDesc& nd = desc_.nodes[i];
     const Tensor& in = act_[nd.inputs[0]];
@@ -803,10 +840,12 @@ Model::DxSink Model::dx_sink(size_t j, bool covers_all) {
   return s;
 }
 
-void Model::conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y) {
+void Model::conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y, int epilogue) {
   const NodeDesc& nd = desc_.nodes[i];
   if (!nd.asymmetric) {
-    nn::conv2d_forward(in, w, b, y, nn::Conv2dParams(nd.stride, nd.padding, nd.groups), ex_);
+    nn::Conv2dParams p(nd.stride, nd.padding, nd.groups);
+    p.epilogue = epilogue;
+    nn::conv2d_forward(in, w, b, y, p, ex_);
     return;
   }
   // Asymmetric ("same") padding: x copied into the interior of a zeroed buffer, then an unpadded conv.
@@ -814,7 +853,9 @@ void Model::conv_forward(size_t i, const Tensor& in, const Tensor& w, const Tens
   const Tensor xp = aux(i, 0, {xs[0], xs[1], xs[2] + nd.pad_t + nd.pad_b, xs[3] + nd.pad_l + nd.pad_r});
   zero_fill(xp);
   nn::strided_copy(in, xp.narrow(2, nd.pad_t, xs[2]).narrow(3, nd.pad_l, xs[3]), 1.0f, false, ex_);
-  nn::conv2d_forward(xp, w, b, y, nn::Conv2dParams(nd.stride, 0, nd.groups), ex_);
+  nn::Conv2dParams p(nd.stride, 0, nd.groups);
+  p.epilogue = epilogue;
+  nn::conv2d_forward(xp, w, b, y, p, ex_);
 }
 
 void Model::linear_forward(size_t i, const Tensor& in, const Tensor& w, const Tensor& b, const Tensor& y) {
@@ -1147,6 +1188,27 @@ void Model::backward_ext(size_t i, const Tensor& g) {
   }
 }
 
+namespace {
+// FACECUDA_PROFILE=1: a developer aid. Each CPU forward prints, to stderr, the time per node kind
+// (convolutions split by kernel size and depthwise or not), largest first. Off by default; never on
+// a CUDA model (its layers are asynchronous).
+bool profile_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FACECUDA_PROFILE");
+    return v != nullptr && v[0] != '\0' && v[0] != '0';
+  }();
+  return on;
+}
+
+std::string profile_key(const NodeDesc& nd) {
+  if (nd.kind == NodeKind::Activation) return nn::activation_name(nd.act);
+  if (nd.kind != NodeKind::Conv2d) return node_kind_name(nd.kind);
+  const bool dw = nd.groups > 1 && nd.groups == nd.in_c;
+  return std::string(dw ? "conv dw " : nd.groups > 1 ? "conv grouped " : "conv ") + std::to_string(nd.kernel) + "x" +
+         std::to_string(nd.kernel) + " s" + std::to_string(nd.stride);
+}
+}  // namespace
+
 Tensor Model::forward(const Tensor& x) {
   // Validate arguments
   FC_CHECK(x.defined(), InvalidArgument, "Expected a tensor for x");
@@ -1177,8 +1239,16 @@ Tensor Model::forward(const Tensor& x) {
   if (training_) folds_valid_ = false;  // the running statistics move
   last_folded_ = fold;
   last_fold_mode_ = fold;
+  const bool profile = profile_enabled() && !device_.is_cuda();
+  std::map<std::string, double> profile_ms;
+  auto t_prev = std::chrono::steady_clock::now();
   for (size_t i = 1; i < desc_.nodes.size(); ++i) {
     const NodeDesc& nd = desc_.nodes[i];
+    if (profile && i > 1) {
+      const auto t = std::chrono::steady_clock::now();
+      profile_ms[profile_key(desc_.nodes[i - 1])] += std::chrono::duration<double, std::milli>(t - t_prev).count();
+      t_prev = t;
+    }
     const Tensor& in = act_[nd.inputs[0]];
     if (is_view_node(nd)) {
       act_[i] = nd.kind == NodeKind::TokenMask ? in : nn::flatten(in);
@@ -1186,17 +1256,21 @@ Tensor Model::forward(const Tensor& x) {
     }
     act_[i] = slice(act_buf_[i], n);
     if (fold && folded_in_[i] >= 0) continue;  // its layer wrote act_[i] already
+    if (fold && conv_of_act_[i] >= 0) continue;  // its conv applied it (epilogue)
     if (fused(i, fold)) continue;               // its PReLU computes both (act_[i] stays unwritten)
     // A folded layer writes its BatchNorm's output directly (its own output is recomputed only if a
     // backward needs it).
     const bool folded_layer = fold && fold_bn_[i] >= 0;
-    const Tensor& y = folded_layer ? (act_[fold_bn_[i]] = slice(act_buf_[fold_bn_[i]], n)) : act_[i];
+    const int fused_act = fold ? act_of_conv_[i] : -1;
+    const Tensor& y = fused_act >= 0 ? (act_[fused_act] = slice(act_buf_[fused_act], n))
+                      : folded_layer ? (act_[fold_bn_[i]] = slice(act_buf_[fold_bn_[i]], n))
+                                     : act_[i];
     const Tensor none;
     const Tensor& w = folded_layer ? fold_w_[i] : nd.weight >= 0 ? tensors_[nd.weight] : none;
     const Tensor& b = folded_layer ? fold_b_[i] : nd.bias >= 0 ? tensors_[nd.bias] : none;
     switch (nd.kind) {
       case NodeKind::Conv2d:
-        conv_forward(i, in, w, b, y);
+        conv_forward(i, in, w, b, y, fused_act >= 0 ? conv_epilogue_[i] : 0);
         break;
       case NodeKind::BatchNorm1d:
       case NodeKind::BatchNorm2d: {
@@ -1253,6 +1327,16 @@ Tensor Model::forward(const Tensor& x) {
         forward_ext(i, in, y);
         break;
     }
+  }
+  if (profile && desc_.nodes.size() > 1) {
+    profile_ms[profile_key(desc_.nodes.back())] +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_prev).count();
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto& [k, v] : profile_ms) rows.emplace_back(v, k), total += v;
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "facecuda profile: forward N=%lld %.2f ms\n", static_cast<long long>(n), total);
+    for (const auto& [v, k] : rows) std::fprintf(stderr, "  %-22s %9.2f ms %5.1f%%\n", k.c_str(), v, 100 * v / total);
   }
   if (training_) ++step_;
   have_forward_ = true;

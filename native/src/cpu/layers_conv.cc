@@ -4,13 +4,19 @@
 //
 // Algorithms (chosen from the shapes only, so the rounding never depends on the thread count):
 //   direct       groups > 1 with <= 8 input and <= 8 output channels per group (depthwise convs,
-//                MobileFaceNet's groups=64 conv, its 7×7 GDC). Forward: one task per output plane,
-//                each output row accumulating all KH·KW taps of one input channel in one fused loop
-//                over the interior columns (3×3 specialized, vectorized), edge columns tap by tap.
+//                MobileFaceNet's groups=64 conv, its 7×7 GDC). Forward: one task per output plane;
+//                square 3/5/7/9 kernels at stride 1 or 2 run conv_dw.h (a zero-padded, for stride 2
+//                column-parity-split copy of the input plane, then blocks of output rows accumulated
+//                in vector registers over all taps, per ISA); other shapes: each output row
+//                accumulating all KH·KW taps of one input channel in one fused loop over the
+//                interior columns, edge columns tap by tap.
 //                Backward-data: one task per input plane, tap-by-tap scatter (axpy) loops.
 //                Backward-filter: one task per output channel; per-row dot products in float,
 //                added in double over rows and images in order.
-//   gemm-1x1     1×1, stride 1, no padding: the input plane is already the GEMM operand.
+//   pointwise    1×1, stride 1, no padding, groups 1, Cin <= 512, fp32, AVX-512: the direct kernel of
+//                conv_pointwise.h (6 channels × 64 positions in registers, no packing, bias and the
+//                epilogue activation fused); one task per run of 64-position tiles of one image.
+//   gemm-1x1     1×1, stride 1, no padding otherwise: the input plane is already the GEMM operand.
 //   im2col-gemm  the rest: col[r][j] with r = (c·KH + ki)·KW + kj and j a column of the tile, then
 //                per group Y_g = W_g · col_g (fc::sgemm, threaded inside; deterministic). With stride 1
 //                and OW == W ("same" padding) a col row is one shifted memcpy of the input plane plus
@@ -34,9 +40,13 @@
 #include "facecuda/error.h"
 #include "facecuda/gemm.h"
 #include "facecuda/layers.h"
+#include "facecuda/layers_ext.h"
 #include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
 #include "common/layers_cuda.h"
+#include "cpu/act_smooth.h"
+#include "cpu/conv_dw.h"
+#include "cpu/conv_pointwise.h"
 #include "cpu/conv_winograd.h"
 #include "cpu/layers_internal.h"
 
@@ -457,6 +467,12 @@ void direct_forward_planes(const Geom& g, const float* x, const float* w, const 
 }
 
 void direct_forward(const Geom& g, const float* x, const float* w, const float* bias, float* y, int max_threads) {
+  const dw::Args a{g.C, g.H, g.W, g.K, g.KH, g.KW, g.OH, g.OW, g.sh, g.sw, g.ph, g.pw, g.Cg, g.Kg, x, w, bias, y};
+  if (dw::supported(a)) {
+    parallel_for(g.N * g.K, plane_grain(g.OHW * g.R), max_threads,
+                 [&](int64_t p0, int64_t p1) { dw::forward(a, p0, p1); });
+    return;
+  }
   const bool k3 = g.KH == 3 && g.KW == 3;
   parallel_for(g.N * g.K, plane_grain(g.OHW * g.R), max_threads, [&](int64_t p0, int64_t p1) {
     if (k3) {
@@ -609,9 +625,34 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   check_disjoint(y, "y", x, "x");
   check_disjoint(y, "y", w, "w");
   check_disjoint(y, "y", bias, "bias");
+  FC_CHECK(p.epilogue >= 0 && p.epilogue <= 4, InvalidArgument, "Expected an epilogue in [0, 4] but received ",
+           p.epilogue);
+  FC_CHECK(!dev.cuda() || p.epilogue == 0, NotImplemented,
+           "A fused activation epilogue is implemented on the CPU only; apply the activation separately on CUDA");
   if (dev.cuda()) return cuda_nn::conv2d_forward(x, w, bias, y, p, ex);
   if (g.N == 0) return;
   const float* b = bias.defined() ? bias.data_as<float>() : nullptr;
+  const pointwise::Fn pw = pointwise::kernel();
+  if (g.pointwise && g.G == 1 && pw != nullptr && g.C <= pointwise::kMaxK && ex.precision == GemmPrecision::F32) {
+    // direct 1×1 kernel: tiles of 64 positions of one image, all output channels, activation fused
+    const int64_t P = g.OHW, tiles = (P + pointwise::kTileP - 1) / pointwise::kTileP;
+    const float* xp = x.data_as<float>();
+    const float* wp = w.data_as<float>();
+    float* yp = y.data_as<float>();
+    const auto act = static_cast<pointwise::Act>(p.epilogue);
+    const pointwise::SiluFn silu = act_smooth::kernels().silu_forward;
+    const int64_t per_tile = std::max<int64_t>(1, g.K * g.C * pointwise::kTileP);
+    parallel_for(g.N * tiles, std::max<int64_t>(1, (int64_t{1} << 20) / per_tile), ex.max_threads,
+                 [&](int64_t t0, int64_t t1) {
+                   for (int64_t t = t0; t < t1;) {
+                     const int64_t n = t / tiles, first = t % tiles, last = std::min(tiles, first + (t1 - t));
+                     pw(xp + n * g.C * P, wp, b, yp + n * g.K * P, g.K, g.C, P, first * pointwise::kTileP,
+                        std::min(P, last * pointwise::kTileP), act, silu);
+                     t += last - first;
+                   }
+                 });
+    return;
+  }
   if (g.direct) {
     direct_forward(g, x.data_as<float>(), w.data_as<float>(), b, y.data_as<float>(), ex.max_threads);
   } else if (use_winograd(g, ex)) {
@@ -619,6 +660,13 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
                       y.data_as<float>(), ex.max_threads, ex.max_workspace_bytes);
   } else {
     gemm_forward(g, x.data_as<float>(), w.data_as<float>(), b, y.data_as<float>(), ex);
+  }
+  switch (p.epilogue) {  // the other algorithms: the activation in place, as its own layer computes it
+    case 1: relu_forward(y, y, ex); break;
+    case 2: activation_forward(Activation::kReLU6, y, y, ex); break;
+    case 3: activation_forward(Activation::kHardSwish, y, y, ex); break;
+    case 4: activation_forward(Activation::kSiLU, y, y, ex); break;
+    default: break;
   }
 }
 

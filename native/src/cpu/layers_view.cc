@@ -8,6 +8,7 @@
 // sum_batch over ranges of output elements, each summed over n = 0..N−1 in double. Every output
 // value is computed by one task in a fixed order: results do not depend on the thread count.
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <vector>
 
@@ -74,6 +75,52 @@ void row_offsets(const cuda_nn::StridedView& v, int64_t r, int64_t* so, int64_t*
   *dof = d;
 }
 
+// Merges adjacent axes that are contiguous in both src and dst (size-1 axes dropped), so that e.g. a
+// channel concat copies one [C·H·W] row per image instead of H rows of W.
+cuda_nn::StridedView coalesce(const cuda_nn::StridedView& v) {
+  cuda_nn::StridedView c;
+  for (int a = 0; a < v.rank; ++a) {
+    if (v.size[a] == 1 && v.rank > 1) continue;
+    if (c.rank > 0 && c.src[c.rank - 1] == v.size[a] * v.src[a] && c.dst[c.rank - 1] == v.size[a] * v.dst[a]) {
+      c.size[c.rank - 1] *= v.size[a];
+      c.src[c.rank - 1] = v.src[a];
+      c.dst[c.rank - 1] = v.dst[a];
+      continue;
+    }
+    c.size[c.rank] = v.size[a];
+    c.src[c.rank] = v.src[a];
+    c.dst[c.rank] = v.dst[a];
+    ++c.rank;
+  }
+  if (c.rank == 0) {
+    c.rank = 1;
+    c.size[0] = 1;
+    c.src[0] = c.dst[0] = 1;
+  }
+  return c;
+}
+
+// d = alpha·s (+ d) over n elements with strides ds, ss; contiguous rows take a vectorizable loop.
+inline void copy_row(float* d, const float* s, int64_t n, int64_t ds, int64_t ss, float alpha, bool accumulate) {
+  if (ds == 1 && ss == 1) {
+    if (accumulate) {
+      for (int64_t i = 0; i < n; ++i) d[i] = alpha * s[i] + d[i];
+    } else if (alpha == 1.0f) {
+      std::memcpy(d, s, static_cast<size_t>(n) * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < n; ++i) d[i] = alpha * s[i];
+    }
+    return;
+  }
+  if (accumulate) {
+    for (int64_t i = 0; i < n; ++i) d[i * ds] = alpha * s[i * ss] + d[i * ds];
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i * ds] = alpha * s[i * ss];
+  }
+}
+
+constexpr int64_t kTile = 32;  // transposes: 32×32 tiles (4 KiB each side)
+
 }  // namespace
 
 void strided_copy(const Tensor& src, const Tensor& dst, float alpha, bool accumulate, const ExecOptions& ex) {
@@ -96,20 +143,53 @@ void strided_copy(const Tensor& src, const Tensor& dst, float alpha, bool accumu
   if (dev.cuda()) return cuda_nn::strided_copy(s1, d1, v, alpha, accumulate);
   const float* sp = s1.data_as<float>();
   float* dp = d1.data_as<float>();
-  const int64_t inner = v.size[v.rank - 1], ss = v.src[v.rank - 1], ds = v.dst[v.rank - 1];
+  const cuda_nn::StridedView c = coalesce(v);
+  const int r = c.rank;
+  const int64_t inner = c.size[r - 1], ss = c.src[r - 1], ds = c.dst[r - 1];
+  // A transpose of the last two axes (tokens ↔ maps, the head split): 32×32 tiles, so that neither
+  // side is walked with a large stride element by element.
+  if (r >= 2 && c.size[r - 2] >= kTile && inner >= kTile &&
+      ((ss != 1 && ds == 1 && c.src[r - 2] == 1) || (ss == 1 && ds != 1 && c.dst[r - 2] == 1))) {
+    const int64_t outer = c.size[r - 2], so2 = c.src[r - 2], do2 = c.dst[r - 2];
+    const int64_t otiles = (outer + kTile - 1) / kTile, itiles = (inner + kTile - 1) / kTile;
+    const int64_t blocks = s1.numel() / (outer * inner);
+    cuda_nn::StridedView head = c;  // the axes before the transposed pair, for row_offsets
+    head.rank = r - 1;
+    head.size[r - 2] = 1;
+    parallel_for(blocks * otiles, 1, ex.max_threads, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        int64_t so = 0, doff = 0;
+        if (r > 2) row_offsets(head, (t / otiles), &so, &doff);
+        const int64_t o0 = (t % otiles) * kTile, o1 = std::min(outer, o0 + kTile);
+        for (int64_t it = 0; it < itiles; ++it) {
+          const int64_t i0 = it * kTile, i1 = std::min(inner, i0 + kTile);
+          if (ds == 1) {  // dst rows contiguous: read columns of the tile, write rows
+            for (int64_t o = o0; o < o1; ++o) {
+              float* d = dp + doff + o * do2;
+              const float* s = sp + so + o * so2;
+              for (int64_t i = i0; i < i1; ++i) d[i] = accumulate ? alpha * s[i * ss] + d[i] : alpha * s[i * ss];
+            }
+          } else {  // src rows contiguous: walk the tile so that dst is written along its unit stride
+            for (int64_t i = i0; i < i1; ++i) {
+              float* d = dp + doff + i * ds;
+              const float* s = sp + so + i;
+              for (int64_t o = o0; o < o1; ++o) {
+                d[o * do2] = accumulate ? alpha * s[o * so2] + d[o * do2] : alpha * s[o * so2];
+              }
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
   const int64_t rows = s1.numel() / inner;
   parallel_for(rows, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(1, inner / 64)), ex.max_threads,
                [&](int64_t b, int64_t e) {
-                 for (int64_t r = b; r < e; ++r) {
+                 for (int64_t row = b; row < e; ++row) {
                    int64_t so, doff;
-                   row_offsets(v, r, &so, &doff);
-                   const float* s = sp + so;
-                   float* d = dp + doff;
-                   if (accumulate) {
-                     for (int64_t i = 0; i < inner; ++i) d[i * ds] = alpha * s[i * ss] + d[i * ds];
-                   } else {
-                     for (int64_t i = 0; i < inner; ++i) d[i * ds] = alpha * s[i * ss];
-                   }
+                   row_offsets(c, row, &so, &doff);
+                   copy_row(dp + doff, sp + so, inner, ds, ss, alpha, accumulate);
                  }
                });
 }
