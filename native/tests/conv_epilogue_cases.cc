@@ -4,8 +4,8 @@
 //
 //   test  conv2d_forward with each epilogue (none, ReLU, ReLU6, hard-swish, SiLU) against a float64
 //         convolution followed by the float64 activation, on fresh random data: 1×1 convs over the
-//         kernel's range (K 1..512: the direct kernel, partial channel blocks and position tiles; K
-//         above it: the GEMM path) and other convs (3×3 strided, depthwise, asymmetric padding via
+//         kernel's range (Cout·Cin up to 64Ki: the direct kernel, partial channel blocks and position
+//         tiles; above it: the GEMM path) and other convs (3×3 strided, depthwise, asymmetric padding via
 //         the executor's path is covered by the model tests), batch 1 and 3; with 1 thread and all
 //         threads the results must be bitwise equal (the split never changes a sum). Tolerance: the
 //         float32 sum's error bound, 4·K·eps·Σ|w·x| per output, plus the activation's few ulp.
@@ -107,7 +107,7 @@ CaseResult run(Context& ctx, const Spec& s) {
 std::vector<std::unique_ptr<OpCase>> cases() {
   std::vector<std::unique_ptr<OpCase>> v;
   std::vector<Spec> specs;
-  // 1×1 (the direct kernel up to K 512; K 600 the GEMM path), partial channel blocks (M % 6) and tiles (P % 64)
+  // 1×1 (the direct kernel up to 64Ki weights; 600·120 the GEMM path), partial channel blocks (M % 6) and tiles (P % 64)
   for (int e = 0; e <= 4; ++e) {
     specs.push_back({3, 16, 13, 9, 11, 1, 1, 0, 1, e});
     specs.push_back({1, 40, 24, 8, 8, 1, 1, 0, 1, e});
@@ -115,7 +115,7 @@ std::vector<std::unique_ptr<OpCase>> cases() {
   specs.push_back({2, 1, 6, 5, 5, 1, 1, 0, 1, 4});
   specs.push_back({1, 96, 5, 20, 13, 1, 1, 0, 1, 3});
   specs.push_back({1, 512, 7, 3, 7, 1, 1, 0, 1, 2});
-  specs.push_back({2, 600, 8, 4, 4, 1, 1, 0, 1, 4});
+  specs.push_back({2, 600, 120, 4, 4, 1, 1, 0, 1, 4});
   specs.push_back({1, 24, 144, 28, 28, 1, 1, 0, 1, 1});
   // other convolutions keep their algorithm and apply the activation after it
   specs.push_back({2, 8, 12, 9, 9, 3, 2, 1, 1, 3});

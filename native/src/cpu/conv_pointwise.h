@@ -30,7 +30,10 @@ Fn kernel_avx512();  // conv_pointwise_avx512.cc
 Fn kernel();
 
 constexpr int64_t kTileP = 64;   // positions per tile (4 vectors)
-constexpr int64_t kMaxK = 512;   // the direct kernel is used up to this many input channels
+// The direct kernel is used while the weights (M·K floats, re-read for every tile) stay in L2: up to
+// 64Ki of them (256 KiB). Larger layers keep the packed GEMM (measured on EfficientNet-B0's 1×1
+// convs at batch 32: all direct 205–221 ms, all GEMM 190 ms, direct up to 64Ki weights 167 ms).
+constexpr int64_t kMaxWeights = 65536;
 
 }  // namespace pointwise
 }  // namespace nn

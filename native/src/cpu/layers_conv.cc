@@ -13,7 +13,7 @@
 //                Backward-data: one task per input plane, tap-by-tap scatter (axpy) loops.
 //                Backward-filter: one task per output channel; per-row dot products in float,
 //                added in double over rows and images in order.
-//   pointwise    1×1, stride 1, no padding, groups 1, Cin <= 512, fp32, AVX-512: the direct kernel of
+//   pointwise    1×1, stride 1, no padding, groups 1, Cout·Cin <= 64Ki, fp32, AVX-512: the direct kernel of
 //                conv_pointwise.h (6 channels × 64 positions in registers, no packing, bias and the
 //                epilogue activation fused); one task per run of 64-position tiles of one image.
 //   gemm-1x1     1×1, stride 1, no padding otherwise: the input plane is already the GEMM operand.
@@ -43,6 +43,7 @@
 #include "facecuda/layers_ext.h"
 #include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
+#include "common/activation_math.h"
 #include "common/layers_cuda.h"
 #include "cpu/act_smooth.h"
 #include "cpu/conv_dw.h"
@@ -466,12 +467,34 @@ void direct_forward_planes(const Geom& g, const float* x, const float* w, const 
   }
 }
 
-void direct_forward(const Geom& g, const float* x, const float* w, const float* bias, float* y, int max_threads) {
+// The fused activation of Conv2dParams::epilogue over n values in place, as the activation layer
+// computes each value (common/activation_math.h; SiLU: act_smooth's kernel).
+void epilogue_span(int epilogue, float* y, int64_t n) {
+  switch (epilogue) {
+    case 1: for (int64_t i = 0; i < n; ++i) y[i] = std::max(y[i], 0.0f); break;  // NaN stays NaN
+    case 2: for (int64_t i = 0; i < n; ++i) y[i] = act::forward<Activation::kReLU6>(y[i]); break;
+    case 3: for (int64_t i = 0; i < n; ++i) y[i] = act::forward<Activation::kHardSwish>(y[i]); break;
+    case 4: act_smooth::kernels().silu_forward(y, y, n); break;
+    default: break;
+  }
+}
+
+// Returns true when the epilogue was applied (the depthwise kernels: per run of output planes, while
+// they are still in cache); false leaves it to the caller.
+bool direct_forward(const Geom& g, const float* x, const float* w, const float* bias, float* y, int max_threads,
+                    int epilogue) {
   const dw::Args a{g.C, g.H, g.W, g.K, g.KH, g.KW, g.OH, g.OW, g.sh, g.sw, g.ph, g.pw, g.Cg, g.Kg, x, w, bias, y};
   if (dw::supported(a)) {
-    parallel_for(g.N * g.K, plane_grain(g.OHW * g.R), max_threads,
-                 [&](int64_t p0, int64_t p1) { dw::forward(a, p0, p1); });
-    return;
+    // runs of planes of <= 64 KiB of output, activated right after they are written
+    const int64_t run = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.OHW, 1));
+    parallel_for(g.N * g.K, plane_grain(g.OHW * g.R), max_threads, [&](int64_t p0, int64_t p1) {
+      for (int64_t q = p0; q < p1; q += run) {
+        const int64_t q1 = std::min(p1, q + run);
+        dw::forward(a, q, q1);
+        if (epilogue) epilogue_span(epilogue, y + q * g.OHW, (q1 - q) * g.OHW);
+      }
+    });
+    return true;
   }
   const bool k3 = g.KH == 3 && g.KW == 3;
   parallel_for(g.N * g.K, plane_grain(g.OHW * g.R), max_threads, [&](int64_t p0, int64_t p1) {
@@ -481,6 +504,7 @@ void direct_forward(const Geom& g, const float* x, const float* w, const float* 
       direct_forward_planes<0, 0>(g, x, w, bias, y, p0, p1);
     }
   });
+  return false;
 }
 
 void direct_backward_data(const Geom& g, const float* dy, const float* w, float* dx, bool accumulate,
@@ -633,7 +657,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   if (g.N == 0) return;
   const float* b = bias.defined() ? bias.data_as<float>() : nullptr;
   const pointwise::Fn pw = pointwise::kernel();
-  if (g.pointwise && g.G == 1 && pw != nullptr && g.C <= pointwise::kMaxK && ex.precision == GemmPrecision::F32) {
+  if (g.pointwise && g.G == 1 && pw != nullptr && g.K * g.C <= pointwise::kMaxWeights && ex.precision == GemmPrecision::F32) {
     // direct 1×1 kernel: tiles of 64 positions of one image, all output channels, activation fused
     const int64_t P = g.OHW, tiles = (P + pointwise::kTileP - 1) / pointwise::kTileP;
     const float* xp = x.data_as<float>();
@@ -654,7 +678,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
     return;
   }
   if (g.direct) {
-    direct_forward(g, x.data_as<float>(), w.data_as<float>(), b, y.data_as<float>(), ex.max_threads);
+    if (direct_forward(g, x.data_as<float>(), w.data_as<float>(), b, y.data_as<float>(), ex.max_threads, p.epilogue)) return;
   } else if (use_winograd(g, ex)) {
     winograd::forward(g.N, g.C, g.H, g.W, g.K, g.ph, g.pw, x.data_as<float>(), w.data_as<float>(), b,
                       y.data_as<float>(), ex.max_threads, ex.max_workspace_bytes);
