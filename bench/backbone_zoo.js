@@ -103,6 +103,9 @@ async function run(opts) {
         for (const N of batches) {
           const x = zoo.inputX(N);
           const xt = fc.Tensor.from(x, [N, 3, 112, 112], { device: 'cpu' });
+          // onnxruntime's intra-op threads spin for a while after its last run: let them go idle
+          // before timing ours, so that neither side is timed against the other's busy threads.
+          await new Promise((resolve) => setTimeout(resolve, 300));
           const ours = await h.measure(async () => {
             const y = await m.forward(xt);
             y.dispose();
@@ -114,6 +117,7 @@ async function run(opts) {
           let importParity = null;
           if (session) {
             const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x, [N, 3, 112, 112]) };
+            await new Promise((resolve) => setTimeout(resolve, 300));
             theirs = await h.measure(async () => {
               await session.run(feeds);
             }, timing);
