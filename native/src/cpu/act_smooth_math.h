@@ -24,8 +24,9 @@
 // last, so results that land in the subnormals are rounded once):
 //   e^−a, a = ah + al (ah in [0, 150], |al| tiny): Cody–Waite n = round(−ah·log2 e),
 //     r = −ah − n·ln2 − al (n·ln2hi and the subtraction exact), e = r + r²·q(r) with q a degree-4
-//     minimax fit (relative error of 1 + e: 3e-9 before rounding). 1 + e is not rounded where a
-//     product X·(1 + e) follows: fma(X, e, X) is one rounding.
+//     minimax fit (relative error of 1 + e: 3.2e-9 before rounding; scripts/fit_act_smooth.py
+//     checks it and can refit). 1 + e is not rounded where a product X·(1 + e) follows:
+//     fma(X, e, X) is one rounding.
 //   σ(x): t = e^−u, d = 1 + t (one rounding); σ = 1/d for x >= 0, t/d for x < 0 (no cancellation).
 //   σ'(x) = σ(x)σ(−x) = t/d² (symmetric: accurate in both tails, unlike σ(1 − σ)).
 //   SiLU(x) = x·σ(x); SiLU'(x) = σ(x)·(1 + x·σ(−x)).
@@ -33,8 +34,9 @@
 //     [k/2, k/2 + 1/2), u >= 16 clamped into the last (Φ(−16)·16 ≈ 1e-56 is 0 in float), each a
 //     degree-6 polynomial in s = u − k/2 − 1/4 (exact for u >= 1/4), minimax in relative error with
 //     the constant term as a float pair and the others rounded to float one by one and refitted
-//     (fit error < 5e-9; Q within 0.8 ulp as evaluated). u² is split exactly (u = uh + ul, uh the top
-//     12 significant bits, uh² exact) so e^−u²/2 does not lose the u²·2^-24 a rounded u² would.
+//     (fit error < 5.1e-9, checked by scripts/fit_act_smooth.py; Q within 0.8 ulp as evaluated).
+//     u² is split exactly (u = uh + ul, uh the top 12 significant bits, uh² exact) so e^−u²/2 does
+//     not lose the u²·2^-24 a rounded u² would.
 //   GELU(x) = x·Φ(x) = −u·Φ(−u) for x < 0, x·(1 − Φ(−u)) for x >= 0 (the left tail relatively
 //     accurate down to the subnormals, where 1 + erf(x/√2) would cancel).
 //   GELU'(x) = Φ(x) + x·φ(x) = e^−u²/2·(Q(u) − u/√(2π)) for x < 0, 1 − the same for x >= 0.
