@@ -5,7 +5,7 @@
 //   test  conv2d_forward with each epilogue (none, ReLU, ReLU6, hard-swish, SiLU) against a float64
 //         convolution followed by the float64 activation, on fresh random data: 1×1 convs over the
 //         kernel's range (Cout·Cin up to 64Ki: the direct kernel, partial channel blocks and position
-//         tiles; above it: the GEMM path) and other convs (3×3 strided, depthwise, asymmetric padding via
+//         tiles, outputs above 16 MiB (streamed stores); above it: the GEMM path) and other convs (3×3 strided, depthwise, asymmetric padding via
 //         the executor's path is covered by the model tests), batch 1 and 3; with 1 thread and all
 //         threads the results must be bitwise equal (the split never changes a sum). Tolerance: the
 //         float32 sum's error bound, 4·K·eps·Σ|w·x| per output, plus the activation's few ulp.
@@ -117,6 +117,9 @@ std::vector<std::unique_ptr<OpCase>> cases() {
   specs.push_back({1, 512, 7, 3, 7, 1, 1, 0, 1, 2});
   specs.push_back({2, 600, 120, 4, 4, 1, 1, 0, 1, 4});
   specs.push_back({1, 24, 144, 28, 28, 1, 1, 0, 1, 1});
+  // an output above 16 MiB: written with non-temporal stores
+  specs.push_back({4, 16, 96, 112, 112, 1, 1, 0, 1, 4});
+  specs.push_back({3, 8, 150, 112, 112, 1, 1, 0, 1, 3});
   // other convolutions keep their algorithm and apply the activation after it
   specs.push_back({2, 8, 12, 9, 9, 3, 2, 1, 1, 3});
   specs.push_back({2, 24, 24, 10, 10, 5, 1, 2, 24, 4});

@@ -22,14 +22,17 @@ enum class Act : int { kNone = 0, kReLU = 1, kReLU6 = 2, kHardSwish = 3, kSiLU =
 // Columns [p0, p1) of one image (the caller splits P over threads; p0 a multiple of 64 except the
 // first). SiLU calls `silu` (act_smooth's kernel of the same SIMD level) on each finished row span.
 using SiluFn = void (*)(const float* x, float* y, int64_t n);
+// stream: write whole 64-byte lines with non-temporal stores (for outputs far larger than the caches).
 using Fn = void (*)(const float* x, const float* w, const float* b, float* y, int64_t M, int64_t K, int64_t P,
-                    int64_t p0, int64_t p1, Act act, SiluFn silu);
+                    int64_t p0, int64_t p1, Act act, SiluFn silu, bool stream);
 
 Fn kernel_avx512();  // conv_pointwise_avx512.cc
 // The kernel for this CPU (fc::simd_level() >= Avx512), else nullptr.
 Fn kernel();
 
 constexpr int64_t kTileP = 64;   // positions per tile (4 vectors)
+// Outputs above this many bytes are streamed past the caches (see Fn).
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
 // The direct kernel is used while the weights (M·K floats, re-read for every tile) stay in L2: up to
 // 64Ki of them (256 KiB). Larger layers keep the packed GEMM (measured on EfficientNet-B0's 1×1
 // convs at batch 32: all direct 205–221 ms, all GEMM 190 ms, direct up to 64Ki weights 167 ms).

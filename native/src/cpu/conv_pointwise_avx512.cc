@@ -18,8 +18,6 @@ namespace nn {
 namespace pointwise {
 namespace {
 
-constexpr int kV = 4;  // vectors per tile row
-
 inline __mmask16 lane_mask(int64_t valid) {
   if (valid >= 16) return static_cast<__mmask16>(0xFFFF);
   if (valid <= 0) return 0;
@@ -44,63 +42,88 @@ inline __m512 activate(__m512 v, Act act) {
   }
 }
 
-// Rows [m0, m0 + MR) × columns [p, p + 64) ∩ [p, P).
-template <int MR>
+// Rows [m0, m0 + MR) × columns [p, p + 16·NV) ∩ [p, p + valid) (valid <= 16·NV): NV vectors per row.
+// `stream`: whole-vector rows go out with non-temporal stores (an output far larger than the caches:
+// no read-for-ownership of lines the next layer reads from memory anyway). SiLU's tile is finished
+// in a stack buffer (in L1) and then copied out.
+template <int MR, int NV>
 inline void tile(const float* x, const float* w, const float* b, float* y, int64_t m0, int64_t K, int64_t P, int64_t p,
-                 int64_t valid, Act act, SiluFn silu) {
-  __mmask16 mk[kV];
-  for (int v = 0; v < kV; ++v) mk[v] = lane_mask(valid - 16 * v);
-  __m512 acc[MR][kV];
+                 int64_t valid, Act act, SiluFn silu, bool stream) {
+  __mmask16 mk[NV];
+  for (int v = 0; v < NV; ++v) mk[v] = lane_mask(valid - 16 * v);
+  __m512 acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   const float* xk = x + p;
   const float* wr = w + m0 * K;
-  if (valid == kTileP) {
+  if (valid == 16 * NV) {
     for (int64_t k = 0; k < K; ++k, xk += P) {
-      const __m512 x0 = _mm512_loadu_ps(xk), x1 = _mm512_loadu_ps(xk + 16), x2 = _mm512_loadu_ps(xk + 32),
-                   x3 = _mm512_loadu_ps(xk + 48);
+      __m512 xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_ps(xk + 16 * v);
       for (int r = 0; r < MR; ++r) {
         const __m512 wv = _mm512_set1_ps(wr[r * K + k]);
-        acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
-        acc[r][2] = _mm512_fmadd_ps(wv, x2, acc[r][2]);
-        acc[r][3] = _mm512_fmadd_ps(wv, x3, acc[r][3]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wv, xv[v], acc[r][v]);
       }
     }
   } else {
     for (int64_t k = 0; k < K; ++k, xk += P) {
-      __m512 xv[kV];
-      for (int v = 0; v < kV; ++v) xv[v] = _mm512_maskz_loadu_ps(mk[v], xk + 16 * v);
+      __m512 xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_maskz_loadu_ps(mk[v], xk + 16 * v);
       for (int r = 0; r < MR; ++r) {
         const __m512 wv = _mm512_set1_ps(wr[r * K + k]);
-        for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_fmadd_ps(wv, xv[v], acc[r][v]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wv, xv[v], acc[r][v]);
       }
     }
   }
+  const bool whole = valid == 16 * NV;
+  alignas(64) float buf[MR][16 * NV];
   for (int r = 0; r < MR; ++r) {
     const __m512 bv = _mm512_set1_ps(b ? b[m0 + r] : 0.0f);
     float* yr = y + (m0 + r) * P + p;
-    for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(yr + 16 * v, mk[v], activate(_mm512_add_ps(acc[r][v], bv), act));
-    if (act == Act::kSiLU) silu(yr, yr, valid);
+    if (act == Act::kSiLU) {
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(buf[r] + 16 * v, _mm512_add_ps(acc[r][v], bv));
+      silu(buf[r], buf[r], 16 * NV);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_load_ps(buf[r] + 16 * v);
+    } else {
+      for (int v = 0; v < NV; ++v) acc[r][v] = activate(_mm512_add_ps(acc[r][v], bv), act);
+    }
+    if (stream && whole && (reinterpret_cast<uintptr_t>(yr) & 63) == 0) {
+      for (int v = 0; v < NV; ++v) _mm512_stream_ps(yr + 16 * v, acc[r][v]);
+    } else {
+      for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(yr + 16 * v, mk[v], acc[r][v]);
+    }
+  }
+}
+
+template <int NV>
+void tiles(const float* x, const float* w, const float* b, float* y, int64_t M, int64_t K, int64_t P, int64_t p,
+           int64_t valid, Act act, SiluFn silu, bool stream) {
+  int64_t m = 0;
+  for (; m + 6 <= M; m += 6) tile<6, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream);
+  switch (M - m) {
+    case 5: tile<5, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream); break;
+    case 4: tile<4, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream); break;
+    case 3: tile<3, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream); break;
+    case 2: tile<2, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream); break;
+    case 1: tile<1, NV>(x, w, b, y, m, K, P, p, valid, act, silu, stream); break;
+    default: break;
   }
 }
 
 void run(const float* x, const float* w, const float* b, float* y, int64_t M, int64_t K, int64_t P, int64_t p0,
-         int64_t p1, Act act, SiluFn silu) {
+         int64_t p1, Act act, SiluFn silu, bool stream) {
   for (int64_t p = p0; p < p1; p += kTileP) {
-    // the tile's input columns (K × 64 floats) stay in L1/L2 while every channel block reads them
+    // The tile's input columns (K × 64 floats) stay in L1/L2 while every channel block reads them; a
+    // last partial tile takes only the vectors it needs (196 = 3·64 + 4: one vector, not four).
     const int64_t valid = std::min<int64_t>(kTileP, p1 - p);
-    int64_t m = 0;
-    for (; m + 6 <= M; m += 6) tile<6>(x, w, b, y, m, K, P, p, valid, act, silu);
-    switch (M - m) {
-      case 5: tile<5>(x, w, b, y, m, K, P, p, valid, act, silu); break;
-      case 4: tile<4>(x, w, b, y, m, K, P, p, valid, act, silu); break;
-      case 3: tile<3>(x, w, b, y, m, K, P, p, valid, act, silu); break;
-      case 2: tile<2>(x, w, b, y, m, K, P, p, valid, act, silu); break;
-      case 1: tile<1>(x, w, b, y, m, K, P, p, valid, act, silu); break;
-      default: break;
+    switch ((valid + 15) / 16) {
+      case 1: tiles<1>(x, w, b, y, M, K, P, p, valid, act, silu, stream); break;
+      case 2: tiles<2>(x, w, b, y, M, K, P, p, valid, act, silu, stream); break;
+      case 3: tiles<3>(x, w, b, y, M, K, P, p, valid, act, silu, stream); break;
+      default: tiles<4>(x, w, b, y, M, K, P, p, valid, act, silu, stream); break;
     }
   }
+  if (stream) _mm_sfence();
 }
 
 }  // namespace

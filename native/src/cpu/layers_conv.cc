@@ -665,13 +665,14 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
     float* yp = y.data_as<float>();
     const auto act = static_cast<pointwise::Act>(p.epilogue);
     const pointwise::SiluFn silu = act_smooth::kernels().silu_forward;
+    const bool stream = g.N * g.K * P * static_cast<int64_t>(sizeof(float)) > pointwise::kStreamBytes;
     const int64_t per_tile = std::max<int64_t>(1, g.K * g.C * pointwise::kTileP);
     parallel_for(g.N * tiles, std::max<int64_t>(1, (int64_t{1} << 20) / per_tile), ex.max_threads,
                  [&](int64_t t0, int64_t t1) {
                    for (int64_t t = t0; t < t1;) {
                      const int64_t n = t / tiles, first = t % tiles, last = std::min(tiles, first + (t1 - t));
                      pw(xp + n * g.C * P, wp, b, yp + n * g.K * P, g.K, g.C, P, first * pointwise::kTileP,
-                        std::min(P, last * pointwise::kTileP), act, silu);
+                        std::min(P, last * pointwise::kTileP), act, silu, stream);
                      t += last - first;
                    }
                  });
