@@ -34,8 +34,8 @@
 import { addon } from '../binding';
 import { resolveDevice, DeviceName, DeviceSpec } from '../device';
 import { FacecudaError, invalidParameterError, outOfRangeError, withCallSite } from '../errors';
-import { OnnxModel, parseOnnx, readOnnx, recognizeOnnx } from '../onnx/import';
-import { TranslatedOnnx, translateOnnx } from '../onnx/translate';
+import { ImportedTensor, OnnxModel, parseOnnx, readOnnx, recognizeOnnx } from '../onnx/import';
+import { translateOnnx } from '../onnx/translate';
 import { readSafetensors, readSafetensorsHeader, writeSafetensors } from '../safetensors';
 import { version } from '../system';
 import { Tensor, tensorArg } from '../tensor';
@@ -659,7 +659,8 @@ export class Backbone {
     } catch (e) {
       if (!(e instanceof FacecudaError) || e.code !== 'NOT_IMPLEMENTED') throw e;
       // Not an IResNet/MobileFaceNet graph: translate it layer by layer (the second backbone batch).
-      return Backbone.#fromTranslated(onnx, translateOnnx(onnx), rt, site);
+      const t = translateOnnx(onnx);
+      return Backbone.#imported(onnx, t.arch as unknown as BackboneArch, t.tensors, rt, site);
     }
     let arch = rec.folds.length > 0 ? foldBatchNorms(rec.arch, rec.folds) : rec.arch;
     if (rec.inputNormalization) {
@@ -669,24 +670,14 @@ export class Backbone {
         preprocessing: Object.freeze({ ...arch.preprocessing, mean: Object.freeze([...mean] as [number, number, number]), std: Object.freeze([...std] as [number, number, number]) }),
       });
     }
-    const model = new Backbone(arch, rt);
-    try {
-      await withCallSite(model.loadStateDict(rec.tensors), site);
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    const meta = new Map(onnx.metadataProps.map((e) => [e.key, e.value]));
-    model.license = meta.get('license') ?? 'unspecified';
-    const producer = onnx.producerName ? ` (${onnx.producerName}${onnx.producerVersion ? ` ${onnx.producerVersion}` : ''})` : '';
-    model.provenance = `imported from ${onnx.source}${producer}`;
-    return model.eval();
+    return Backbone.#imported(onnx, arch, rec.tensors, rt, site);
   }
 
-  static async #fromTranslated(onnx: OnnxModel, t: TranslatedOnnx, rt: Runtime, site: Error): Promise<Backbone> {
-    const model = new Backbone(t.arch as unknown as BackboneArch, rt);
+  /** A model of an imported graph: its tensors loaded, license and provenance from the file, in eval mode. */
+  static async #imported(onnx: OnnxModel, arch: BackboneArch, tensors: Map<string, ImportedTensor>, rt: Runtime, site: Error): Promise<Backbone> {
+    const model = new Backbone(arch, rt);
     try {
-      await withCallSite(model.loadStateDict(t.tensors), site);
+      await withCallSite(model.loadStateDict(tensors), site);
     } catch (e) {
       model.dispose();
       throw e;

@@ -13,6 +13,7 @@ import { Backbone } from '../../lib/backbones/model';
 import { FacecudaError } from '../../lib/errors';
 import { archToOnnx } from '../../lib/onnx/export';
 import { Tensor } from '../../lib/tensor';
+import { maxRel } from '../helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const zoo = require('../../bench/zoo_values.cjs') as { zooState(arch: unknown, specs: unknown): Map<string, Float32Array | BigInt64Array> };
@@ -437,15 +438,7 @@ describe('eval-mode fusion: conv (+ folded BatchNorm) + activation in one pass (
         const seed = (Date.now() & 0xffff) + 1;
         const x = Tensor.from(Float32Array.from({ length: N * 3 * 112 * 112 }, (_, i) => Math.sin(0.0137 * i * seed + seed)), [N, 3, 112, 112]);
         const g = Tensor.from(Float32Array.from({ length: N * 512 }, (_, i) => Math.cos(0.71 * i + seed)), [N, 512]);
-        const rel = (p: ArrayLike<number>, q: ArrayLike<number>): number => {
-          let m = 1e-30;
-          let e = 0;
-          for (let i = 0; i < q.length; i++) {
-            m = Math.max(m, Math.abs(q[i]));
-            e = Math.max(e, Math.abs(p[i] - q[i]));
-          }
-          return e / m;
-        };
+        const rel = maxRel;
         const yf = (await (await fused.forward(x)).toArray()) as Float32Array;
         const yp = (await (await plain.forward(x)).toArray()) as Float32Array;
         expect(rel(yf, yp)).toBeLessThan(1e-4);
