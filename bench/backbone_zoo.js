@@ -93,6 +93,7 @@ async function run(opts) {
       if (file) {
         try {
           imported = await fc.loadOnnx(file, { device: 'cpu' });
+          process.stdout.write(`  ${name}: the torch export imports as '${imported.name}'\n`);
         } catch (e) {
           importError = `${e.code || ''} ${String(e.message).split('\n')[0]}`.slice(0, 200);
           process.stdout.write(`  ${name}: ONNX import failed: ${importError}\n`);
@@ -146,7 +147,7 @@ async function run(opts) {
             gflops: flops / ours.median / 1e9, fractionOfPeak: flops / ours.median / peak,
             ortMsPerFace: theirs ? (theirs.median * 1e3) / N : null,
             speedupVsOrt: theirs ? theirs.median / ours.median : null,
-            parityMaxRel: parity, importParityMaxRel: importParity, importError, ortSkipped: theirs ? null : why,
+            parityMaxRel: parity, importParityMaxRel: importParity, importedAs: imported ? imported.name : null, importError, ortSkipped: theirs ? null : why,
           };
           records.push(rec);
           rows.push([

@@ -634,7 +634,10 @@ export class Backbone {
    * Any other graph (MobileNetV3, EfficientNet, GhostNet/GhostFaceNets, EdgeNeXt/EdgeFace,
    * ViT/DeiT, insightface ViT, as PyTorch exports them) is translated layer by layer
    * ({@link translateOnnx}): the model is named `onnx:<graph name>`, its tensors keep the export's
-   * state-dict names where the file has them, and `save` writes the graph with the weights.
+   * state-dict names where the file has them, and `save` writes the graph with the weights. When
+   * those tensors are exactly one preset's (timm ViT/DeiT, insightface ViT, EdgeNeXt/EdgeFace
+   * exports; not CNN exports, whose BatchNorms are folded) and the preset with them gives the same
+   * embeddings, the preset itself is returned (its name, e.g. 'edgeface_s_gamma_05').
    *
    * @param source a path, or the file's bytes
    * @throws `IO_ERROR` when the file cannot be read; `CORRUPT_FILE` for a malformed protobuf;
@@ -660,7 +663,8 @@ export class Backbone {
       if (!(e instanceof FacecudaError) || e.code !== 'NOT_IMPLEMENTED') throw e;
       // Not an IResNet/MobileFaceNet graph: translate it layer by layer (the second backbone batch).
       const t = translateOnnx(onnx);
-      return Backbone.#imported(onnx, t.arch as unknown as BackboneArch, t.tensors, rt, site);
+      const model = await Backbone.#imported(onnx, t.arch as unknown as BackboneArch, t.tensors, rt, site);
+      return (await Backbone.#asPreset(model, t.tensors, rt, site)) ?? model;
     }
     let arch = rec.folds.length > 0 ? foldBatchNorms(rec.arch, rec.folds) : rec.arch;
     if (rec.inputNormalization) {
@@ -671,6 +675,54 @@ export class Backbone {
       });
     }
     return Backbone.#imported(onnx, arch, rec.tensors, rt, site);
+  }
+
+  /**
+   * A translated graph that is one of the second batch's presets under another name: when its tensors
+   * are exactly a preset's (names and shapes; mask_token, which no inference graph uses, may be
+   * missing and stays at its init) and the preset with those tensors gives the same embeddings on a
+   * fixed input (1e-5 of the largest), the preset model (its name, its training graph, a checkpoint
+   * without the graph); else null. Exports with folded BatchNorms never match (their names differ).
+   */
+  static async #asPreset(model: Backbone, tensors: Map<string, ImportedTensor>, rt: Runtime, site: Error): Promise<Backbone | null> {
+    const E = model.embeddingSize;
+    const have = new Map([...tensors].map(([k, v]) => [k, v.shape.join()]));
+    for (const name of ZOO_BACKBONE_NAMES) {
+      const arch = backboneArch(name, { embeddingSize: E } as ZooArchOptions);
+      if (arch.inputShape.join() !== model.inputShape.join()) continue;
+      const specs = stateDictTensors(arch).filter((t) => t.dtype === 'float32' && t.role !== 'mask_token');
+      if (specs.length !== have.size || !specs.every((t) => have.get(t.name) === t.shape.join())) continue;
+      const preset = new Backbone(arch as unknown as BackboneArch, rt);
+      let same = false;
+      try {
+        await withCallSite(preset.loadStateDict(tensors, { strict: false }), site);
+        preset.license = model.license;
+        preset.provenance = `${model.provenance}, recognised as ${name}`;
+        preset.eval();
+        const [c, h, w] = arch.inputShape;
+        const x = Tensor.from(Float32Array.from({ length: 2 * c * h * w }, (_, i) => Math.sin(0.0173 * i) * Math.cos(0.00071 * i)), [2, c, h, w], { device: model.device });
+        try {
+          const a = (await (await preset.forward(x)).toArray()) as Float32Array;
+          const b = (await (await model.forward(x)).toArray()) as Float32Array;
+          let scale = 1e-30;
+          let diff = 0;
+          for (let i = 0; i < b.length; i++) {
+            scale = Math.max(scale, Math.abs(b[i]));
+            diff = Math.max(diff, Math.abs(a[i] - b[i]));
+          }
+          same = diff <= 1e-5 * scale;
+        } finally {
+          x.dispose();
+        }
+      } finally {
+        if (!same) preset.dispose();
+      }
+      if (same) {
+        model.dispose();
+        return preset;
+      }
+    }
+    return null;
   }
 
   /** A model of an imported graph: its tensors loaded, license and provenance from the file, in eval mode. */

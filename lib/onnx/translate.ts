@@ -37,8 +37,13 @@
  * and what was expected. Runtime tensors must keep the batch on axis 0.
  *
  * Differences from the original module structure: an exported graph has BatchNorms folded into
- * convolutions (convs with a bias), and an EdgeNeXt Fourier encoding evaluated into a fixed table
- * (a `posembed` of its values: exact at inference; as a parameter it would train as a free table).
+ * convolutions (convs with a bias). An EdgeNeXt Fourier encoding, which an export computes at run
+ * time from constants, is recognised when the constant is a 1×1 conv (`<module>.token_projection`)
+ * of exactly the §6.3 table of the tokens' map, and becomes `fourierposembed` again with its
+ * projection as a parameter; any other constant added to tokens becomes a fixed `posembed` table.
+ * Tensors keep the export's names (initializer names, else the module scope of the node name), so a
+ * timm ViT/DeiT, insightface ViT or EdgeNeXt/EdgeFace export carries exactly its preset's state dict
+ * (Backbone.loadOnnx then returns the preset itself, after checking its embeddings).
  */
 import {
   AnyArchNode, BackboneArch, GraphBuilder, InitSpec, Preprocessing, WeightInit, ZooConfig, arcfacePreprocessing, deepFreeze, inferShapes,
@@ -66,7 +71,8 @@ export interface TranslatedOnnx {
 
 interface Nd {
   dims: number[];
-  data: number[];
+  /** Float initializers stay Float32Array (no copy of a large model's weights); computed values are arrays. */
+  data: number[] | Float32Array;
   int: boolean;
 }
 
@@ -76,6 +82,11 @@ interface ConstVal {
   a: Nd;
   /** For a batch of 2. */
   b: Nd;
+  /**
+   * Set on a Conv evaluated on constants (and kept through Reshape/Transpose/Flatten): its input (first
+   * sample), weight and bias initializer names. An EdgeNeXt Fourier encoding arrives this way.
+   */
+  origin?: { input: Nd; weight: string; bias: string | null };
 }
 
 const count = (dims: readonly number[]): number => dims.reduce((x, y) => x * y, 1);
@@ -84,9 +95,10 @@ const strides = (dims: readonly number[]): number[] => {
   for (let i = dims.length - 2; i >= 0; i--) s[i] = s[i + 1] * dims[i + 1];
   return s;
 };
-const nd = (dims: number[], data: number[], int: boolean): Nd => ({ dims, data, int });
+const nd = (dims: number[], data: number[] | Float32Array, int: boolean): Nd => ({ dims, data, int });
 const normAxis = (axis: number, rank: number): number => (axis < 0 ? axis + rank : axis);
-const sameNd = (x: Nd, y: Nd): boolean => x.dims.join() === y.dims.join() && x.data.every((v, i) => v === y.data[i] || (Number.isNaN(v) && Number.isNaN(y.data[i])));
+const sameNd = (x: Nd, y: Nd): boolean =>
+  x === y || (x.dims.join() === y.dims.join() && (x.data as number[]).every((v, i) => v === y.data[i] || (Number.isNaN(v) && Number.isNaN(y.data[i]))));
 
 function broadcastDims(a: readonly number[], b: readonly number[], fail: () => never): number[] {
   const r = Math.max(a.length, b.length);
@@ -236,7 +248,7 @@ function numbers(t: OnnxTensor, where: string, source: string): Nd {
     case DATA_TYPE.FLOAT:
     case DATA_TYPE.FLOAT16:
     case DATA_TYPE.DOUBLE:
-      return nd(dims, Array.from(toFloat32(t, where, source)), false);
+      return nd(dims, toFloat32(t, where, source), false);
     case DATA_TYPE.INT64:
     case DATA_TYPE.INT32:
       return nd(dims, toIntegers(t, where, source), true);
@@ -254,6 +266,29 @@ function numbers(t: OnnxTensor, where: string, source: string): Nd {
 }
 
 // #endregion
+
+/**
+ * EdgeNeXt's Fourier table (SPEC-BACKBONES §6.3), [2·hidden, H, W] row-major, float64: the y-part
+ * (hidden channels) then the x-part; channel c is sin (c even) or cos (c odd) of
+ * (2π·(i + 1)/(n + 1e-6)) / temperature^(2·⌊c/2⌋/hidden) with i the row (y) or column (x) index.
+ */
+function fourierTable(hidden: number, h: number, w: number, temperature: number): number[] {
+  const out = new Array<number>(2 * hidden * h * w);
+  for (let part = 0; part < 2; part++) {
+    for (let c = 0; c < hidden; c++) {
+      const tau = temperature ** ((2 * Math.floor(c / 2)) / hidden);
+      for (let y = 0; y < h; y++) {
+        for (let z = 0; z < w; z++) {
+          const i = part === 0 ? y : z;
+          const n = part === 0 ? h : w;
+          const a = ((i + 1) / (n + 1e-6)) * 2 * Math.PI / tau;
+          out[((part * hidden + c) * h + y) * w + z] = c % 2 === 0 ? Math.sin(a) : Math.cos(a);
+        }
+      }
+    }
+  }
+  return out;
+}
 
 const CLOSE = (x: number, y: number): boolean => Math.abs(x - y) <= 1e-6 * Math.max(1, Math.abs(y));
 
@@ -322,7 +357,7 @@ class Translator {
 
   put(name: string, shape: number[], data: ArrayLike<number>): void {
     if (count(shape) !== data.length) throw new Error(`internal: ${name} [${shape}] given ${data.length} values`);
-    this.tensors.set(name, { dtype: 'float32', shape, data: Float32Array.from(data) });
+    this.tensors.set(name, { dtype: 'float32', shape, data: data instanceof Float32Array ? data : Float32Array.from(data) });
   }
 
   // #endregion
@@ -364,7 +399,7 @@ class Translator {
   }
 
   ints(name: string, what: string): number[] {
-    return this.perSample(this.konst(name, what), what).data;
+    return Array.from(this.perSample(this.konst(name, what), what).data);
   }
 
   data(name: string, what = 'the input'): DataVal {
@@ -589,8 +624,15 @@ class Translator {
     const ins = node.input.map((n) => (n === '' ? null : (this.vals.get(n) as ConstVal)));
     const ra = this.evalConst(node, op, ins.map((v) => v?.a ?? null));
     const rb = this.evalConst(node, op, ins.map((v) => v?.b ?? null));
+    let origin: ConstVal['origin'];
+    if (op === 'Conv' && ins[0]) {
+      const x = ins[0].a;
+      origin = { input: nd(x.dims.slice(1), x.data.slice(0, count(x.dims.slice(1))), false), weight: node.input[1], bias: node.input[2] || null };
+    } else if (['Reshape', 'Transpose', 'Flatten', 'Identity'].includes(op)) {
+      origin = ins[0]?.origin;
+    }
     node.output.forEach((name, k) => {
-      if (name) this.vals.set(name, { kind: 'const', a: ra[k], b: rb[k] });
+      if (name) this.vals.set(name, { kind: 'const', a: ra[k], b: rb[k], ...(origin ? { origin } : {}) });
     });
   }
 
@@ -655,20 +697,20 @@ class Translator {
         return [nd([n], Array.from({ length: n }, (_, k) => s + k * d), need(0).int)];
       }
       case 'ConstantOfShape': {
-        const dims = need(0).data.slice();
+        const dims = Array.from(need(0).data);
         const value = attr(node, 'value')?.t;
         const v = value ? numbers(value, 'ConstantOfShape value', this.m.source) : nd([1], [0], false);
         return [nd(dims, new Array<number>(count(dims)).fill(v.data[0]), v.int)];
       }
       case 'Expand': {
         const v = a0();
-        const dims = broadcastDims(v.dims, need(1).data, bad);
+        const dims = broadcastDims(v.dims, Array.from(need(1).data), bad);
         const ix = broadcastIndex(v.dims, dims);
         return [nd(dims, Array.from({ length: count(dims) }, (_, k) => v.data[ix(k)]), v.int)];
       }
       case 'Reshape': {
         const v = a0();
-        return [nd(reshapeTarget(v.dims, need(1).data, (w) => this.fail(w)), v.data, v.int)];
+        return [nd(reshapeTarget(v.dims, Array.from(need(1).data), (w) => this.fail(w)), v.data, v.int)];
       }
       case 'Flatten': {
         const v = a0();
@@ -750,7 +792,7 @@ class Translator {
       case 'Split': {
         const v = a0();
         const axis = normAxis(attrInt(node, 'axis', 0), v.dims.length);
-        const sizes = x[1]?.data ?? attrInts(node, 'split') ?? new Array<number>(node.output.length).fill(v.dims[axis] / node.output.length);
+        const sizes = x[1] ? Array.from(x[1].data) : attrInts(node, 'split') ?? new Array<number>(node.output.length).fill(v.dims[axis] / node.output.length);
         let start = 0;
         return sizes.map((len) => {
           const picks = Array.from({ length: len }, (_, k) => start + k);
@@ -1074,7 +1116,7 @@ class Translator {
         return this.addScalar(e, op === 'Sub' ? -c : c);
       }
       const x = this.data(pc ? q : p);
-      if (op === 'Add') return this.addConstant(x, k, i);
+      if (op === 'Add') return this.addConstant(x, k, i, this.konst(cname, 'the constant operand').origin);
       if (op === 'Mul') return this.layerScale(x, k, i, cname);
       return this.fail(`${op} of a runtime tensor and a non-scalar constant (only Add (bias, positional embedding) and Mul (layer scale) are supported)`);
     }
@@ -1110,7 +1152,41 @@ class Translator {
     return !!n && n.op === 'linear' && !n.bias;
   }
 
-  private addConstant(x: DataVal, k: Nd, i: number): DataVal {
+  /**
+   * An EdgeNeXt Fourier positional encoding: a 1×1 conv (weight `<module>.token_projection.weight`)
+   * of exactly the SPEC-BACKBONES §6.3 table of the tokens' map, added to those tokens. Returns the
+   * `fourierposembed` + add it becomes (its projection a parameter again), or null.
+   */
+  private fourier(x: DataVal, k: Nd, origin: NonNullable<ConstVal['origin']>, i: number): DataVal | null {
+    const named = /^([A-Za-z_][\w.]*)\.token_projection\.weight$/.exec(origin.weight);
+    const tokenNode = this.g.nodes.find((n) => n.id === x.id);
+    if (!named || !tokenNode || tokenNode.op !== 'totokens' || x.layout !== 'tokens') return null;
+    const [c2, h, w] = origin.input.dims;
+    const hidden = c2 / 2;
+    const map = tokenNode.inputs[0];
+    const [, mh, mw] = this.g.shape(map);
+    if (origin.input.dims.length !== 3 || !Number.isInteger(hidden) || h !== mh || w !== mw) return null;
+    const want = fourierTable(hidden, h, w, 10000);
+    for (let j = 0; j < want.length; j++) if (Math.abs(want[j] - origin.input.data[j]) > 1e-5) return null;
+    const weight = this.perSample(this.konst(origin.weight, 'the projection weight'), 'the projection weight');
+    const dim = weight.dims[0];
+    if (weight.dims.join() !== [dim, c2, 1, 1].join() || dim !== x.shape[1]) return null;
+    const bias = origin.bias ? this.perSample(this.konst(origin.bias, 'the projection bias'), 'the projection bias').data : new Array<number>(dim).fill(0);
+    const module = named[1];
+    if (this.used.has(module) || this.tensors.has(`${module}.token_projection.weight`)) return null;
+    this.used.add(module);
+    const pos = this.g.fourierPosEmbed(module, map, dim, hidden, 10000);
+    this.put(`${module}.token_projection.weight`, weight.dims, weight.data);
+    this.put(`${module}.token_projection.bias`, [dim], bias);
+    this.notes.push(`${module}: the Fourier positional encoding computed in the graph is the §6.3 table (hidden ${hidden}); imported as fourierposembed`);
+    return { ...x, id: this.g.add(this.id(i, 'pos_add'), x.id, pos) };
+  }
+
+  private addConstant(x: DataVal, k: Nd, i: number, origin?: ConstVal['origin']): DataVal {
+    if (origin) {
+      const f = this.fourier(x, k, origin, i);
+      if (f) return f;
+    }
     const node = this.g.nodes.find((a) => a.id === x.id);
     const last = x.shape[x.shape.length - 1];
     if (node && node.op === 'linear' && !node.bias && k.data.length === last && k.dims.slice(0, -1).every((d) => d === 1)) {
@@ -1173,13 +1249,23 @@ class Translator {
     if (k !== inF) this.fail(`the weight has ${k} input features; the value has ${inF}`);
     const alpha = op === 'Gemm' ? attrFloat(node, 'alpha', 1) : 1;
     const beta = op === 'Gemm' ? attrFloat(node, 'beta', 1) : 1;
-    const weight = new Array<number>(n * k);
-    for (let o = 0; o < n; o++) for (let j = 0; j < k; j++) weight[o * k + j] = alpha * (transB ? w.data[o * k + j] : w.data[j * n + o]);
+    // [out, in] as the linear layer stores it (a Gemm with transB is that already)
+    let weight: Float32Array;
+    if (transB && alpha === 1 && w.data instanceof Float32Array) {
+      weight = w.data;
+    } else {
+      weight = new Float32Array(n * k);
+      const src = w.data;
+      for (let j = 0; j < k; j++) {
+        const row = j * n;
+        for (let o = 0; o < n; o++) weight[o * k + j] = transB ? alpha * src[o * k + j] : alpha * src[row + o];
+      }
+    }
     let bias: number[] | null = null;
     if (op === 'Gemm' && r) {
       const b = this.perSample(this.konst(r, 'the bias'), 'the bias');
       if (b.data.length !== n && b.data.length !== 1) this.fail(`the bias has ${b.data.length} values; expected ${n}`);
-      bias = b.data.length === 1 ? new Array<number>(n).fill(beta * b.data[0]) : b.data.map((v) => beta * v);
+      bias = b.data.length === 1 ? new Array<number>(n).fill(beta * b.data[0]) : Array.from(b.data, (v) => beta * v);
     }
     const module = this.module(i, transB && !q.startsWith('onnx::') ? q : undefined);
     const id = this.g.linear(module, x.id, n, bias !== null);
@@ -1193,7 +1279,7 @@ class Translator {
     const v = this.val(node.input[0]);
     const target = this.konst(node.input[1], 'the target shape');
     const full = (shape: number[], batch: number): number[] => [batch, ...shape];
-    const resolve = (input: number[], t: Nd): number[] => reshapeTarget(input, t.data, (w) => this.fail(w));
+    const resolve = (input: number[], t: Nd): number[] => reshapeTarget(input, Array.from(t.data), (w) => this.fail(w));
     if (v.kind === 'attn') return this.attnReshape(v, target);
     const x = this.data(node.input[0]);
     const a = resolve(full(x.shape, 1), target.a);
@@ -1369,7 +1455,7 @@ class Translator {
       if (a.stage === 'part' || a.stage === 'scores') return { ...a, scale: a.scale * s };
     }
     if (op === 'Mul' && a.stage === 'scores' && a.xca && c.data.length === a.heads && count(c.dims) === a.heads && c.dims[c.dims.length - 3] === a.heads) {
-      return { ...a, temperature: c.data, temperatureName: names[p === a ? 1 : 0] };
+      return { ...a, temperature: Array.from(c.data), temperatureName: names[p === a ? 1 : 0] };
     }
     return this.fail(`${op} of a step of an attention computation by a constant of shape [${c.dims}]`);
   }

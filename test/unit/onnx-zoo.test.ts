@@ -36,12 +36,13 @@ const EXPECT: Record<string, { has: Record<string, number>; not?: string[]; chec
   },
   ghostnet: { has: { relu: 14, concat: 10, hardsigmoid: 2, linear: 1 }, check: (nodes) => expect(nodes.filter((n) => n.op === 'hardsigmoid').every((n) => n.form === 'torch')).toBe(true) },
   edgenext: {
-    has: { xca: 3, gelu: 7, posembed: 1, layerscale: 10, slice: 9 },
-    not: ['attention'],
+    // the run-time Fourier table is recognised (§6.3) and imported as fourierposembed with its projection
+    has: { xca: 3, gelu: 7, fourierposembed: 1, layerscale: 10, slice: 9 },
+    not: ['attention', 'posembed'],
     // the permute → LN → permute sandwiches (stem, downsamples) become channels LayerNorms
     check: (nodes) => expect(nodes.filter((n) => n.op === 'layernorm' && n.layout === 'channels').length).toBe(4),
   },
-  edgeface: { has: { xca: 3, gelu: 7, linear: 42 } },
+  edgeface: { has: { xca: 3, gelu: 7, linear: 42, fourierposembed: 1 } },
   vit_timm: { has: { attention: 2, gelu: 2, prependtokens: 1, posembed: 1, tokenpool: 1 }, check: (nodes) => expect(nodes.find((n) => n.op === 'attention')?.scale).toBeCloseTo(1 / Math.sqrt(8), 6) },
   deit_distilled: { has: { attention: 2, average: 1, tokenpool: 2 }, check: (nodes) => expect(nodes.find((n) => n.op === 'prependtokens')?.count).toBe(2) },
   if_vit: { has: { attention: 2, relu6: 2, batchnorm1d: 2 }, not: ['prependtokens'], check: (nodes) => expect(nodes.find((n) => n.op === 'tokenpool')?.mode).toBe('flatten') },
@@ -140,4 +141,46 @@ describe('ONNX import of the second backbone batch (PyTorch exports) matches onn
     t.floatData = new Float32Array(0);
     await expect(loadOnnx(encodeOnnxModel(p2))).rejects.toMatchObject({ code: 'NOT_IMPLEMENTED', message: expect.stringMatching(/clip\(.*hi=5.*not one of facecuda's activations/) });
   });
+});
+
+// A full-size export of a preset imports AS that preset (its name, a checkpoint without the graph):
+// exported here by bench/peers/torch_zoo_onnx.py from the independent torch reference with the formula
+// weights, when a Python with torch is around (FACECUDA_PYTHON, python3 or /usr/bin/python3); skipped
+// and said so otherwise.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const harness = require('../../bench/harness') as { runPeer(script: string, req: unknown, o: unknown): { skipped?: boolean; reason?: string; files?: Record<string, string>; errors?: Record<string, string> } };
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const zooValues = require('../../bench/zoo_values.cjs') as { zooState(arch: unknown, specs: unknown): Map<string, Float32Array | BigInt64Array>; inputX(n: number): Float32Array };
+
+describe('a full-size PyTorch export of a preset is recognised as that preset', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'facecuda-zoo-preset-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const peer = harness.runPeer(path.join(__dirname, '..', '..', 'bench', 'peers', 'torch_zoo_onnx.py'),
+    { models: ['edgeface_s_gamma_05'], outDir: dir, opset: 17 }, { requires: ['torch'], timeoutMs: 300_000 });
+  const file = peer.files?.edgeface_s_gamma_05;
+  if (!file) it(`is skipped: ${peer.reason ?? JSON.stringify(peer.errors)}`, () => expect(file).toBeUndefined());
+  (file ? it : it.skip)('edgeface_s_gamma_05: imported as the preset, equal to Backbone.create with the same weights', async () => {
+    const { stateDictTensors } = await import('../../lib/backbones/arch');
+    const imported = await loadOnnx(file as string);
+    const reference = Backbone.create('edgeface_s_gamma_05');
+    try {
+      expect(imported.name).toBe('edgeface_s_gamma_05');
+      expect(imported.provenance).toContain('recognised as edgeface_s_gamma_05');
+      await reference.loadStateDict(zooValues.zooState(reference.arch, stateDictTensors(reference.arch)));
+      reference.eval();
+      const x = Tensor.from(zooValues.inputX(2), [2, 3, 112, 112]);
+      const a = (await (await imported.forward(x)).toArray()) as Float32Array;
+      const b = (await (await reference.forward(x)).toArray()) as Float32Array;
+      expect(maxRel(a, b)).toBeLessThan(1e-5);
+      // a recognised preset saves without its graph and loads back by name
+      const saved = path.join(dir, 'edgeface.safetensors');
+      await imported.save(saved);
+      const back = await Backbone.load(saved);
+      expect(back.name).toBe('edgeface_s_gamma_05');
+      back.dispose();
+    } finally {
+      imported.dispose();
+      reference.dispose();
+    }
+  }, 300_000);
 });
