@@ -152,6 +152,27 @@ function transposeNd(x: Nd, perm: readonly number[]): Nd {
   return nd(dims, data, x.int);
 }
 
+/** Gather along one axis: x[..., idx[j], ...] for every index j (already in range). */
+function take(v: Nd, axis: number, idx: Nd): Nd {
+  const outer = count(v.dims.slice(0, axis));
+  const inner = count(v.dims.slice(axis + 1));
+  const n = v.dims[axis];
+  const data: number[] = [];
+  for (let o = 0; o < outer; o++) {
+    for (const j of idx.data) {
+      for (let k = 0; k < inner; k++) data.push(v.data[(o * n + j) * inner + k]);
+    }
+  }
+  return nd([...v.dims.slice(0, axis), ...idx.dims, ...v.dims.slice(axis + 1)], data, v.int);
+}
+
+/** The dims a Shape node outputs for a value of shape `dims` (its optional start/end attributes). */
+function shapeRange(node: OnnxNode, dims: readonly number[]): number[] {
+  const start = attr(node, 'start') ? normAxis(attrInt(node, 'start', 0), dims.length) : 0;
+  const end = attr(node, 'end') ? normAxis(attrInt(node, 'end', dims.length), dims.length) : dims.length;
+  return dims.slice(start, end);
+}
+
 /** ONNX Reshape's target resolution (0 copies, −1 infers; allowzero 0). */
 function reshapeTarget(input: readonly number[], target: readonly number[], fail: (why: string) => never): number[] {
   const out = target.map((t, i) => (t === 0 ? input[i] : t));
@@ -412,9 +433,9 @@ class Translator {
     return this.fail(`${what} must be a runtime tensor (it is ${v.kind === 'const' ? 'a constant' : 'a step of an attention computation'})`);
   }
 
-  /** The data value as the executor's node output in a layout it stores: map, tokens or vector. */
-  stored(d: DataVal): { id: string; shape: number[] } {
-    return { id: d.id, shape: [...this.g.shape(d.id)] };
+  /** The layer (arch node) with this id. */
+  nodeOf(id: string): AnyArchNode | undefined {
+    return this.g.nodes.find((a) => a.id === id);
   }
 
   // #endregion
@@ -466,7 +487,7 @@ class Translator {
     const node = this.classify(e);
     this.at = saved;
     if (node === 'identity') return (e.done = x);
-    const from = this.stored(x).id;
+    const from = x.id;
     if (node.op === 'scale') {
       const shape = this.g.shape(from);
       const layout = x.layout === 'map' || x.layout === 'nct' ? 'channels' : 'last';
@@ -492,7 +513,7 @@ class Translator {
     const { coef, pow, factors } = e;
     if (pow === 1 && factors.length === 0 && CLOSE(coef, 1)) return 'identity';
     if (pow === 1 && factors.length === 0 && CLOSE(coef, 0.5)) {
-      const n = this.g.nodes.find((a) => a.id === e.base.id);
+      const n = this.nodeOf(e.base.id);
       if (n && n.op === 'add') return { op: 'average', inputs: [...n.inputs] };
     }
     if (pow === 1 && factors.length === 0) return { op: 'scale', value: coef };
@@ -594,13 +615,10 @@ class Translator {
     if (op === 'Shape') {
       const v = this.val(ins[0]);
       if (v.kind === 'const') return this.constStep(node, op);
+      // batch 1 and batch 2 (the module notes)
       const shape = this.onnxShape(v);
-      let s = [1, ...shape];
-      let t = [2, ...shape];
-      const start = attr(node, 'start') ? normAxis(attrInt(node, 'start', 0), s.length) : 0;
-      const end = attr(node, 'end') ? normAxis(attrInt(node, 'end', s.length), s.length) : s.length;
-      s = s.slice(start, end);
-      t = t.slice(start, end);
+      const s = shapeRange(node, [1, ...shape]);
+      const t = shapeRange(node, [2, ...shape]);
       this.vals.set(out, { kind: 'const', a: nd([s.length], s, true), b: nd([t.length], t, true) });
       return;
     }
@@ -659,11 +677,8 @@ class Translator {
       case 'Greater': return arith((p, q) => (p > q ? 1 : 0), true);
       case 'Mod': return arith((p, q) => p - Math.floor(p / q) * q);
       case 'Shape': {
-        const dims = a0().dims;
-        const start = attr(node, 'start') ? normAxis(attrInt(node, 'start', 0), dims.length) : 0;
-        const end = attr(node, 'end') ? normAxis(attrInt(node, 'end', dims.length), dims.length) : dims.length;
-        const s = dims.slice(start, end);
-        return [nd([s.length], s, true)];
+        const d = shapeRange(node, a0().dims);
+        return [nd([d.length], d, true)];
       }
       case 'Size': return [nd([], [count(a0().dims)], true)];
       case 'Sqrt': return unary(Math.sqrt);
@@ -755,18 +770,13 @@ class Translator {
         const v = a0();
         const idx = need(1);
         const axis = normAxis(attrInt(node, 'axis', 0), v.dims.length);
-        const outer = count(v.dims.slice(0, axis));
-        const inner = count(v.dims.slice(axis + 1));
         const n = v.dims[axis];
-        const data: number[] = [];
-        for (let o = 0; o < outer; o++) {
-          for (const raw of idx.data) {
-            const j = raw < 0 ? raw + n : raw;
-            if (j < 0 || j >= n) this.fail(`index ${raw} is out of range for an axis of ${n}`);
-            for (let k = 0; k < inner; k++) data.push(v.data[(o * n + j) * inner + k]);
-          }
-        }
-        return [nd([...v.dims.slice(0, axis), ...idx.dims, ...v.dims.slice(axis + 1)], data, v.int)];
+        const fixed = Array.from(idx.data, (raw) => {
+          const j = raw < 0 ? raw + n : raw;
+          if (j < 0 || j >= n) this.fail(`index ${raw} is out of range for an axis of ${n}`);
+          return j;
+        });
+        return [take(v, axis, nd([...idx.dims], fixed, true))];
       }
       case 'Slice': {
         const v = a0();
@@ -785,7 +795,7 @@ class Translator {
           const e = step > 0 ? clampIdx(ends[k], 0, n) : clampIdx(ends[k], -1, n - 1);
           const picks: number[] = [];
           for (let j = s; step > 0 ? j < e : j > e; j += step) picks.push(j);
-          cur = this.evalConst({ ...node, attribute: [{ name: 'axis', type: 2, i: axis, f: 0, s: new Uint8Array(0), t: null, floats: [], ints: [], strings: [] }] }, 'Gather', [cur, nd([picks.length], picks, true)])[0];
+          cur = take(cur, axis, nd([picks.length], picks, true));
         });
         return [cur];
       }
@@ -797,7 +807,7 @@ class Translator {
         return sizes.map((len) => {
           const picks = Array.from({ length: len }, (_, k) => start + k);
           start += len;
-          return this.evalConst({ ...node, attribute: [{ name: 'axis', type: 2, i: axis, f: 0, s: new Uint8Array(0), t: null, floats: [], ints: [], strings: [] }] }, 'Gather', [v, nd([len], picks, true)])[0];
+          return take(v, axis, nd([len], picks, true));
         });
       }
       case 'Conv': {
@@ -1022,14 +1032,18 @@ class Translator {
     const axis = attrInt(node, 'axis', -1);
     if (normAxis(axis, x.shape.length + 1) !== x.shape.length) this.fail(`LayerNormalization over axis ${axis}; expected the last axis`);
     if (x.layout !== 'tokens' && x.layout !== 'nhwc' && x.layout !== 'vector') this.fail(`LayerNormalization of a [N, ${x.shape}] value`);
-    const w = this.perSample(this.konst(node.input[1], 'the scale'), 'the scale').data;
-    const b = node.input[2] ? this.perSample(this.konst(node.input[2], 'the bias'), 'the bias').data : new Array<number>(w.length).fill(0);
-    const eps = attrFloat(node, 'epsilon', 1e-5);
-    const module = this.module(i, node.input[1]);
-    const id = this.g.layerNorm(module, x.id, 'last', eps);
+    return { ...x, id: this.layerNormLayer(node, i, x.id, 'last') };
+  }
+
+  /** A LayerNorm layer from a LayerNormalization node (its scale, optional bias and epsilon). */
+  private layerNormLayer(ln: OnnxNode, i: number, from: string, layout: 'last' | 'channels'): string {
+    const w = this.perSample(this.konst(ln.input[1], 'the scale'), 'the scale').data;
+    const b = ln.input[2] ? this.perSample(this.konst(ln.input[2], 'the bias'), 'the bias').data : new Array<number>(w.length).fill(0);
+    const module = this.module(i, ln.input[1]);
+    const id = this.g.layerNorm(module, from, layout, attrFloat(ln, 'epsilon', 1e-5));
     this.put(`${module}.weight`, [w.length], w);
     this.put(`${module}.bias`, [b.length], b);
-    return { ...x, id };
+    return id;
   }
 
   /** A channels LayerNorm for Transpose(0,2,3,1) → LayerNormalization → Transpose(0,3,1,2) on a map. */
@@ -1048,16 +1062,13 @@ class Translator {
     if (back.opType !== 'Transpose' || (attrInts(back, 'perm') ?? []).join() !== '0,3,1,2') return null;
     if (!this.isConst(ln.input[1]) || (ln.input[2] && !this.isConst(ln.input[2]))) return null;
     this.at = li;
-    const w = this.perSample(this.konst(ln.input[1], 'the scale'), 'the scale').data;
-    const b = ln.input[2] ? this.perSample(this.konst(ln.input[2], 'the bias'), 'the bias').data : new Array<number>(w.length).fill(0);
-    const module = this.module(li, ln.input[1]);
-    const id = this.g.layerNorm(module, x.id, 'channels', attrFloat(ln, 'epsilon', 1e-5));
-    this.put(`${module}.weight`, [w.length], w);
-    this.put(`${module}.bias`, [b.length], b);
+    const id = this.layerNormLayer(ln, li, x.id, 'channels');
     this.skip.add(li);
     this.skip.add(ti);
     this.vals.set(back.output[0], { ...x, id });
     this.at = i;
+    // The first Transpose's own output is read only by the LayerNormalization just consumed: a
+    // placeholder id that no layer has (a read of it would fail in the builder, not go wrong silently).
     return { ...x, layout: 'nhwc', shape: [x.shape[1], x.shape[2], x.shape[0]], id: '(consumed)' };
   }
 
@@ -1148,7 +1159,7 @@ class Translator {
   /** True when `v` is a linear layer without a bias yet (the Add is its bias). */
   private biasTarget(v: Val): boolean {
     if (v.kind !== 'data') return false;
-    const n = this.g.nodes.find((a) => a.id === v.id);
+    const n = this.nodeOf(v.id);
     return !!n && n.op === 'linear' && !n.bias;
   }
 
@@ -1157,9 +1168,9 @@ class Translator {
    * of exactly the SPEC-BACKBONES §6.3 table of the tokens' map, added to those tokens. Returns the
    * `fourierposembed` + add it becomes (its projection a parameter again), or null.
    */
-  private fourier(x: DataVal, k: Nd, origin: NonNullable<ConstVal['origin']>, i: number): DataVal | null {
+  private fourier(x: DataVal, origin: NonNullable<ConstVal['origin']>, i: number): DataVal | null {
     const named = /^([A-Za-z_][\w.]*)\.token_projection\.weight$/.exec(origin.weight);
-    const tokenNode = this.g.nodes.find((n) => n.id === x.id);
+    const tokenNode = this.nodeOf(x.id);
     if (!named || !tokenNode || tokenNode.op !== 'totokens' || x.layout !== 'tokens') return null;
     const [c2, h, w] = origin.input.dims;
     const hidden = c2 / 2;
@@ -1184,10 +1195,10 @@ class Translator {
 
   private addConstant(x: DataVal, k: Nd, i: number, origin?: ConstVal['origin']): DataVal {
     if (origin) {
-      const f = this.fourier(x, k, origin, i);
+      const f = this.fourier(x, origin, i);
       if (f) return f;
     }
-    const node = this.g.nodes.find((a) => a.id === x.id);
+    const node = this.nodeOf(x.id);
     const last = x.shape[x.shape.length - 1];
     if (node && node.op === 'linear' && !node.bias && k.data.length === last && k.dims.slice(0, -1).every((d) => d === 1)) {
       // the bias of the MatMul before: rebuild the linear with a bias
@@ -1221,13 +1232,12 @@ class Translator {
   private layerScale(x: DataVal, k: Nd, i: number, cname: string): DataVal {
     const c = k.data.length;
     const layout = this.perChannel(x, k);
-    const lastAxis = layout === 'last';
     if (!layout) this.fail(`multiplies a [N, ${x.shape}] value by a constant of shape [${k.dims}] (supported: a scalar, or a per-channel scale)`);
     // the tensor keeps the file's name (`<module>.gamma` / `.gamma_xca`, EdgeNeXt's) when it has one
     const named = /^[A-Za-z_][\w.]*\.(gamma|gamma_xca)$/.exec(cname);
     const role = named ? (named[1] as 'gamma' | 'gamma_xca') : 'gamma';
     const module = named && !this.tensors.has(cname) ? cname.slice(0, -role.length - 1) : this.unique(this.scope(i));
-    const id = this.g.layerScale(this.unique(`${module}.${role}.scale`), module, role, x.id, lastAxis ? 'last' : 'channels', 1);
+    const id = this.g.layerScale(this.unique(`${module}.${role}.scale`), module, role, x.id, layout, 1);
     this.put(`${module}.${role}`, [c], k.data);
     return { ...x, id };
   }

@@ -40,7 +40,6 @@
 #include "facecuda/error.h"
 #include "facecuda/gemm.h"
 #include "facecuda/layers.h"
-#include "facecuda/layers_ext.h"
 #include "facecuda/tensor.h"
 #include "facecuda/threadpool.h"
 #include "common/activation_math.h"
@@ -686,12 +685,10 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   } else {
     gemm_forward(g, x.data_as<float>(), w.data_as<float>(), b, y.data_as<float>(), ex);
   }
-  switch (p.epilogue) {  // the other algorithms: the activation in place, as its own layer computes it
-    case 1: relu_forward(y, y, ex); break;
-    case 2: activation_forward(Activation::kReLU6, y, y, ex); break;
-    case 3: activation_forward(Activation::kHardSwish, y, y, ex); break;
-    case 4: activation_forward(Activation::kSiLU, y, y, ex); break;
-    default: break;
+  if (p.epilogue != 0) {  // the other algorithms: the activation in place afterwards
+    float* yp = y.data_as<float>();
+    parallel_for(y.numel(), int64_t{32768}, ex.max_threads,
+                 [&](int64_t b0, int64_t b1) { epilogue_span(p.epilogue, yp + b0, b1 - b0); });
   }
 }
 
