@@ -424,7 +424,10 @@ describe('eval-mode fusion: conv (+ folded BatchNorm) + activation in one pass (
   // With foldBatchNorm (the default) an eval forward runs conv → BN → ReLU/ReLU6/hard-swish/SiLU as
   // one convolution with a fused epilogue; foldBatchNorm: false runs every layer on its own. Same
   // weights and input: outputs, dL/dx and every parameter gradient (the backward after a fused
-  // forward recomputes the skipped intermediate outputs) must agree.
+  // forward recomputes the skipped intermediate outputs) must agree. The gradients get 2e-2: folded
+  // and unfolded BatchNorms round the pre-activations differently (~1e-6), so a ReLU whose input lies
+  // within that of 0 can switch sides and change dL/dx locally (GhostNet, all ReLU: usually ~1e-6,
+  // but up to 6.6e-3 on some inputs); a missing recompute gives errors of order 1.
   for (const name of ['mobilenetv3_large', 'efficientnet_b0', 'ghostnet_1.0_gdc'] as const) {
     it(`${name}: fused and unfused eval forward + backward agree`, async () => {
       const fused = Backbone.create(name, { seed: 4 });
@@ -444,7 +447,7 @@ describe('eval-mode fusion: conv (+ folded BatchNorm) + activation in one pass (
         expect(rel(yf, yp)).toBeLessThan(1e-4);
         const dxf = (await (await fused.backward(g, { inputGrad: true }))!.toArray()) as Float32Array;
         const dxp = (await (await plain.backward(g, { inputGrad: true }))!.toArray()) as Float32Array;
-        expect(rel(dxf, dxp)).toBeLessThan(1e-3);
+        expect(rel(dxf, dxp)).toBeLessThan(2e-2);
         const pf = await fused.parameters();
         const pp = await plain.parameters();
         let checked = 0;
@@ -453,7 +456,7 @@ describe('eval-mode fusion: conv (+ folded BatchNorm) + activation in one pass (
           const a = (await pf[k].grad!.toArray()) as Float32Array;
           const b = (await pp[k].grad!.toArray()) as Float32Array;
           if (b.every((v) => v === 0)) continue;
-          expect([pf[k].name, rel(a, b) < 1e-3]).toEqual([pf[k].name, true]);
+          expect([pf[k].name, rel(a, b) < 2e-2]).toEqual([pf[k].name, true]);
           checked++;
         }
         expect(checked).toBeGreaterThan(50);
